@@ -1,0 +1,43 @@
+"""Config validation: every bad value is one UserError naming its flag."""
+
+import ml_collections
+
+from mnist_jax import models
+from mnist_jax import optim
+from mnist_jax.errors import UserError
+
+REQUIRED_KEYS = ('dataset', 'data_dir', 'model', 'optimizer', 'learning_rate',
+                 'batch_size', 'num_epochs', 'seed')
+
+
+def _require(condition: bool, flag: str, message: str) -> None:
+  if not condition:
+    raise UserError(f'--config.{flag}: {message}')
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks names and ranges before any data is read or any file written."""
+  for key in REQUIRED_KEYS:
+    _require(key in config, key, 'missing from the config file')
+  _require(config.model in models.MODELS, 'model',
+           f'unknown model {config.model!r}; choose one of '
+           f'{", ".join(sorted(models.MODELS))}')
+  _require(config.optimizer in optim.OPTIMIZERS, 'optimizer',
+           f'unknown optimizer {config.optimizer!r}; choose one of '
+           f'{", ".join(optim.OPTIMIZERS)}')
+  _require(config.schedule in optim.SCHEDULES, 'schedule',
+           f'unknown schedule {config.schedule!r}; choose one of '
+           f'{", ".join(optim.SCHEDULES)}')
+  for key in ('batch_size', 'eval_batch_size', 'num_epochs'):
+    _require(isinstance(config[key], int) and config[key] > 0, key,
+             f'must be a positive integer, got {config[key]!r}')
+  _require(config.learning_rate > 0, 'learning_rate',
+           f'must be positive, got {config.learning_rate!r}')
+  _require(0 <= config.label_smoothing < 1, 'label_smoothing',
+           f'must be in [0, 1), got {config.label_smoothing!r}')
+  _require(0 <= config.max_shift <= 8, 'max_shift',
+           f'must be 0-8 pixels, got {config.max_shift!r}')
+  _require(config.checkpoint_every_steps >= 0, 'checkpoint_every_steps',
+           f'must be >= 0, got {config.checkpoint_every_steps!r}')
+  _require(config.keep_checkpoints >= 1, 'keep_checkpoints',
+           f'must be >= 1, got {config.keep_checkpoints!r}')

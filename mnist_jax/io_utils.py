@@ -1,0 +1,55 @@
+"""Atomic file output: a reader never sees a half-written result."""
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+from mnist_jax.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+  """Yields a temporary path beside `path`; renames it onto `path` on success.
+
+  On an exception the temporary file is removed and `path` is left as it was.
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  suffix = os.path.splitext(path)[1]  # matplotlib picks the format from it
+  fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix=suffix)
+  os.close(fd)
+  try:
+    yield tmp_path
+    os.replace(tmp_path, path)
+  finally:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+
+
+def write_text(path: str, text: str) -> None:
+  with atomic_path(path) as tmp_path:
+    with open(tmp_path, 'w') as f:
+      f.write(text)
+
+
+def write_json(path: str, obj: Any) -> None:
+  write_text(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
+
+
+def ensure_writable_dir(path: str, flag: str = '--workdir') -> str:
+  """Creates `path` if needed and checks that files can be written in it."""
+  try:
+    os.makedirs(path, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix='.write-test-'):
+      pass
+  except OSError as e:
+    raise UserError(f'{flag} {path!r} is not a writable directory: '
+                    f'{e.strerror or e}') from None
+  return path
+
+
+def require_file(path: str, what: str) -> str:
+  if not os.path.isfile(path):
+    raise UserError(f'{path}: {what} not found')
+  return path

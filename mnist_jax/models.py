@@ -1,0 +1,95 @@
+"""Flax linen classifiers, chosen by name (`config.model`).
+
+Every model maps float images [B, 28, 28, 1] in [0, 1] to logits [B, 10];
+with `return_features=True` it returns `(logits, features)`, the features
+being the penultimate activations the outlier analysis can use. Models know
+nothing of data, optimizers or files.
+"""
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from mnist_jax.errors import UserError
+
+NUM_CLASSES = 10
+
+
+def pool_2x2(x: jnp.ndarray, reduce: Callable = jnp.max) -> jnp.ndarray:
+  """2x2 pooling with stride 2 (NHWC, even H and W) as a reshape and a reduce.
+
+  Same result as `nn.max_pool(x, (2, 2), (2, 2))` / `nn.avg_pool`, but on
+  XLA:CPU reduce_window and its select_and_scatter gradient cost most of a
+  small CNN's step; a reshape and a reduction cost almost nothing.
+  """
+  b, h, w, c = x.shape
+  return reduce(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+class MLP(nn.Module):
+  """784-128-10 perceptron."""
+  hidden: int = 128
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
+    del train
+    features = nn.relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
+    logits = nn.Dense(NUM_CLASSES)(features)
+    return (logits, features) if return_features else logits
+
+
+class CNN(nn.Module):
+  """The Flax MNIST example's network: conv32-pool-conv64-pool-dense256-dense10."""
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
+    del train
+    x = pool_2x2(nn.relu(nn.Conv(32, (3, 3))(x)), jnp.mean)
+    x = pool_2x2(nn.relu(nn.Conv(64, (3, 3))(x)), jnp.mean)
+    features = nn.relu(nn.Dense(256)(x.reshape(x.shape[0], -1)))
+    logits = nn.Dense(NUM_CLASSES)(features)
+    return (logits, features) if return_features else logits
+
+
+class ConvNet(nn.Module):
+  """A VGG-style CNN with batch norm: the accurate model.
+
+  Each stage is `convs_per_stage` 3x3 conv-BN-ReLU layers of `widths[i]`
+  channels followed by a 2x2 max pool; then a dense layer of `dense` units
+  with dropout, and the classifier.
+  """
+  widths: Sequence[int] = (32, 64)
+  convs_per_stage: int = 2
+  dense: int = 256
+  dropout: float = 0.25
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, return_features: bool = False):
+    for width in self.widths:
+      for _ in range(self.convs_per_stage):
+        x = nn.Conv(width, (3, 3), use_bias=False)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        x = nn.relu(x)
+      x = pool_2x2(x)
+    x = x.reshape(x.shape[0], -1)
+    features = nn.relu(nn.Dense(self.dense)(x))
+    x = nn.Dropout(self.dropout, deterministic=not train)(features)
+    logits = nn.Dense(NUM_CLASSES)(x)
+    return (logits, features) if return_features else logits
+
+
+MODELS = {'mlp': MLP, 'cnn': CNN, 'convnet': ConvNet}
+
+
+def create_model(config: ml_collections.ConfigDict) -> nn.Module:
+  """The model named by `config.model`, built with `config.model_kwargs`."""
+  if config.model not in MODELS:
+    raise UserError(f'--config.model: unknown model {config.model!r}; '
+                    f'choose one of {", ".join(sorted(MODELS))}')
+  kwargs = dict(config.get('model_kwargs') or {})
+  try:
+    return MODELS[config.model](**kwargs)
+  except TypeError as e:
+    raise UserError(f'--config.model_kwargs: {e}') from None

@@ -1,0 +1,337 @@
+"""Train state, the jitted train and eval steps, and the training loop.
+
+Reads top to bottom: state, loss, `train_step`, `eval_step`, data placement,
+`train_and_evaluate`. Steps are pure functions of explicit arguments; the
+loop only feeds them, checkpoints and logs. Metrics are sums over examples
+divided by the true count at the end of an epoch, and the test set is padded
+and masked so that every test example counts exactly once.
+"""
+
+import functools
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax.training import train_state
+
+from mnist_jax import checkpoint as checkpoint_lib
+from mnist_jax import config_checks
+from mnist_jax import data as data_lib
+from mnist_jax import io_utils
+from mnist_jax import metrics_log
+from mnist_jax import models
+from mnist_jax import optim
+from mnist_jax import parallel
+from mnist_jax.errors import UserError
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+  """Params and optimizer state (from flax), plus BN statistics and a key.
+
+  Per-step randomness (augmentation, dropout) is `fold_in(rng, step)`, so a
+  resumed run draws the same numbers as an uninterrupted one.
+  """
+  batch_stats: Any
+  rng: jax.Array
+
+
+def create_train_state(model: nn.Module, config: ml_collections.ConfigDict,
+                       steps_per_epoch: int, rng: jax.Array) -> TrainState:
+  init_rng, state_rng = jax.random.split(rng)
+  variables = model.init(init_rng, jnp.zeros((1,) + data_lib.IMAGE_SHAPE))
+  return TrainState.create(
+      apply_fn=model.apply, params=variables['params'],
+      tx=optim.create_optimizer(config, steps_per_epoch),
+      batch_stats=variables.get('batch_stats', {}), rng=state_rng)
+
+
+def to_float(images: jax.Array) -> jax.Array:
+  """uint8 [0, 255] images to float32 [0, 1]."""
+  return images.astype(jnp.float32) / 255.0
+
+
+def random_shift(images: jax.Array, rng: jax.Array, max_shift: int) -> jax.Array:
+  """Translates each image by up to `max_shift` pixels, filling with zeros."""
+  batch, height, width, _ = images.shape
+  padded = jnp.pad(images, ((0, 0), (max_shift,) * 2, (max_shift,) * 2, (0, 0)))
+  offsets = jax.random.randint(rng, (batch, 2), 0, 2 * max_shift + 1)
+  crop = lambda image, offset: jax.lax.dynamic_slice(
+      image, (offset[0], offset[1], 0), (height, width, image.shape[-1]))
+  return jax.vmap(crop)(padded, offsets)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array,
+                  label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example cross-entropy against (optionally smoothed) one-hot labels."""
+  targets = optax.smooth_labels(
+      jax.nn.one_hot(labels, models.NUM_CLASSES), label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def _variables(state: TrainState, params: Any) -> dict[str, Any]:
+  return {'params': params, 'batch_stats': state.batch_stats}
+
+
+def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
+               max_shift: int = 0) -> tuple[TrainState, Metrics]:
+  """One optimizer step on `batch` (uint8 'image', int32 'label')."""
+  augment_rng, dropout_rng = jax.random.split(
+      jax.random.fold_in(state.rng, state.step))
+  images = to_float(batch['image'])
+  if max_shift:
+    images = random_shift(images, augment_rng, max_shift)
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        _variables(state, params), images, train=True,
+        rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+    loss = cross_entropy(logits, batch['label'], label_smoothing).mean()
+    return loss, (logits, updates)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (_, (logits, updates)), grads = grad_fn(state.params)
+  state = state.apply_gradients(
+      grads=grads, batch_stats=updates.get('batch_stats', state.batch_stats))
+  metrics = {
+      'loss_sum': cross_entropy(logits, batch['label']).sum(),
+      'correct': jnp.sum(jnp.argmax(logits, -1) == batch['label']),
+      'count': jnp.asarray(batch['label'].shape[0]),
+  }
+  return state, metrics
+
+
+def eval_step(state: TrainState, batch: Batch) -> Metrics:
+  """Summed loss and correct count over the examples whose 'mask' is 1."""
+  logits = state.apply_fn(_variables(state, state.params),
+                          to_float(batch['image']))
+  mask = batch['mask']
+  return {
+      'loss_sum': jnp.sum(cross_entropy(logits, batch['label']) * mask),
+      'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * mask),
+      'count': jnp.sum(mask),
+  }
+
+
+def predict_step(state: TrainState, images: jax.Array) -> dict[str, jax.Array]:
+  """Class probabilities and penultimate features of uint8 images."""
+  logits, features = state.apply_fn(_variables(state, state.params),
+                                    to_float(images), return_features=True)
+  return {'probabilities': jax.nn.softmax(logits), 'features': features}
+
+
+# ---------------------------------------------------------------- data layout
+
+
+def epoch_rows(num_examples: int, batch_size: int, seed: int,
+               epoch: int) -> np.ndarray:
+  """Example positions [steps, batch] of one epoch, a function of seed and epoch.
+
+  The incomplete last batch is dropped (a different one each epoch); test
+  data never goes through here.
+  """
+  order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  steps = num_examples // batch_size
+  return order[:steps * batch_size].reshape(steps, batch_size)
+
+
+def padded_rows(num_examples: int, batch_size: int) -> np.ndarray:
+  """Positions 0..N-1 in batches, the last batch padded with position N."""
+  num_batches = -(-num_examples // batch_size)
+  rows = np.full(num_batches * batch_size, num_examples)
+  rows[:num_examples] = np.arange(num_examples)
+  return rows.reshape(num_batches, batch_size)
+
+
+def device_train_batches(split: data_lib.Split, rows: np.ndarray,
+                         sharding: jax.sharding.Sharding) -> Batch:
+  return {
+      'image': parallel.stacked_batches(lambda r: split.images[r], rows, sharding),
+      'label': parallel.stacked_batches(lambda r: split.labels[r], rows, sharding),
+  }
+
+
+def device_eval_batches(split: data_lib.Split, batch_size: int,
+                        sharding: jax.sharding.Sharding) -> Batch:
+  """Every example once, padded to whole batches, with a 0/1 'mask'."""
+  images = np.concatenate([split.images, np.zeros_like(split.images[:1])])
+  labels = np.append(split.labels, 0).astype(np.int32)
+  mask = np.append(np.ones(len(split), np.float32), 0.0).astype(np.float32)
+  rows = padded_rows(len(split), batch_size)
+  return {
+      'image': parallel.stacked_batches(lambda r: images[r], rows, sharding),
+      'label': parallel.stacked_batches(lambda r: labels[r], rows, sharding),
+      'mask': parallel.stacked_batches(lambda r: mask[r], rows, sharding),
+  }
+
+
+def num_batches(batches: Batch) -> int:
+  return next(iter(batches.values())).shape[0]
+
+
+# ------------------------------------------------------------ jitted wrappers
+
+
+def zero_totals() -> Metrics:
+  """Running sums of an epoch, kept on device; `nonfinite_step` is -1 until
+  the first step whose loss is NaN or infinite."""
+  return {'loss_sum': jnp.zeros((), jnp.float32),
+          'correct': jnp.zeros((), jnp.int32),
+          'count': jnp.zeros((), jnp.int32),
+          'nonfinite_step': jnp.full((), -1, jnp.int32)}
+
+
+def _add(totals: Metrics, metrics: Metrics, step: jax.Array) -> Metrics:
+  bad = ~jnp.isfinite(metrics['loss_sum']) & (totals['nonfinite_step'] < 0)
+  return {'loss_sum': totals['loss_sum'] + metrics['loss_sum'],
+          'correct': totals['correct'] + metrics['correct'].astype(jnp.int32),
+          'count': totals['count'] + metrics['count'].astype(jnp.int32),
+          'nonfinite_step': jnp.where(bad, step, totals['nonfinite_step'])}
+
+
+def make_train_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
+  """Jitted (state, totals, batches, i) -> (state, totals): step on batch i.
+
+  The slice of batch i happens inside the computation, so the epoch's data
+  stays on the device and a step costs one dispatch and no host transfer.
+  """
+  step_fn = functools.partial(train_step, label_smoothing=config.label_smoothing,
+                              max_shift=config.max_shift)
+
+  def train_fn(state, totals, batches, i):
+    batch = jax.tree.map(lambda a: a[i], batches)
+    step = state.step
+    state, metrics = step_fn(state, batch)
+    return state, _add(totals, metrics, step)
+
+  return jax.jit(train_fn, donate_argnums=(0, 1),
+                 out_shardings=parallel.replicated(mesh))
+
+
+def make_eval_fn(mesh: jax.sharding.Mesh):
+  def eval_fn(state, totals, batches, i):
+    metrics = eval_step(state, jax.tree.map(lambda a: a[i], batches))
+    return _add(totals, metrics, jnp.zeros((), jnp.int32))
+  return jax.jit(eval_fn, donate_argnums=1,
+                 out_shardings=parallel.replicated(mesh))
+
+
+def evaluate(eval_fn, state: TrainState, batches: Batch) -> dict[str, float]:
+  """Loss, accuracy and count over every (unmasked) example of `batches`."""
+  totals = zero_totals()
+  for i in range(num_batches(batches)):
+    totals = eval_fn(state, totals, batches, i)
+  return summarize(totals)
+
+
+def summarize(totals: Metrics) -> dict[str, float]:
+  totals = jax.device_get(totals)
+  count = int(totals['count'])
+  return {'loss': float(totals['loss_sum']) / max(count, 1),
+          'accuracy': float(totals['correct']) / max(count, 1),
+          'count': count}
+
+
+# ------------------------------------------------------------------- the loop
+
+
+def _check_finite(totals: Metrics, checkpoint_dir: str) -> None:
+  bad_step = int(jax.device_get(totals['nonfinite_step']))
+  if bad_step >= 0:
+    raise UserError(
+        f'non-finite training loss at step {bad_step + 1}; stopped without '
+        f'saving it, the last good checkpoint stays in {checkpoint_dir} '
+        '(lower --config.learning_rate?)')
+
+
+def _log_progress(epoch: int, step_in_epoch: int, steps_per_epoch: int,
+                  totals: Metrics, epoch_start: float, batch_size: int) -> None:
+  running = summarize(totals)
+  seconds = time.time() - epoch_start
+  logging.info('epoch %d: %3d%% (%d/%d steps), train loss %.4f, accuracy '
+               '%.4f, %.0f images/s', epoch, 100 * step_in_epoch // steps_per_epoch,
+               step_in_epoch, steps_per_epoch, running['loss'],
+               running['accuracy'], step_in_epoch * batch_size / max(seconds, 1e-9))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, float]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+
+  Returns the final epoch's metrics (the last line of metrics.jsonl).
+  """
+  start_time = time.time()
+  config_checks.validate_config(config)
+  io_utils.ensure_writable_dir(workdir)
+  mesh = parallel.create_mesh()
+  parallel.check_divisible(config.batch_size, mesh, 'batch_size')
+  parallel.check_divisible(config.eval_batch_size, mesh, 'eval_batch_size')
+  model = models.create_model(config)
+  train_split = data_lib.load_split(config, 'train')
+  test_split = data_lib.load_split(config, 'test')
+  steps_per_epoch = len(train_split) // config.batch_size
+  if steps_per_epoch == 0:
+    raise UserError(f'--config.batch_size={config.batch_size} is larger than '
+                    f'the {len(train_split)} training examples')
+  logging.info('%d training and %d test examples, %d steps per epoch on %d '
+               'device(s)', len(train_split), len(test_split), steps_per_epoch,
+               mesh.size)
+
+  replicated = parallel.replicated(mesh)
+  batches_sharding = parallel.stacked_batches_sharding(mesh)
+  state = jax.device_put(
+      create_train_state(model, config, steps_per_epoch,
+                         jax.random.PRNGKey(config.seed)), replicated)
+  totals = jax.device_put(zero_totals(), replicated)
+  checkpoints = checkpoint_lib.Checkpoints(workdir, config)
+  if checkpoints.latest_step() is not None:
+    state, totals = checkpoints.restore(state, totals, replicated)
+    logging.info('resumed from the checkpoint of step %d', int(state.step))
+  start_step = int(state.step)
+  log = metrics_log.MetricsLog(workdir, resume_after_epoch=start_step // steps_per_epoch)
+
+  train_fn = make_train_fn(config, mesh)
+  eval_fn = make_eval_fn(mesh)
+  test_batches = device_eval_batches(test_split, config.eval_batch_size,
+                                     batches_sharding)
+  log_every = config.log_every_steps or max(steps_per_epoch // 10, 1)
+  summary = log.last()
+  for epoch in range(start_step // steps_per_epoch + 1, config.num_epochs + 1):
+    rows = epoch_rows(len(train_split), config.batch_size, config.seed, epoch)
+    batches = device_train_batches(train_split, rows, batches_sharding)
+    epoch_start = time.time()
+    for i in range(int(state.step) - (epoch - 1) * steps_per_epoch, steps_per_epoch):
+      state, totals = train_fn(state, totals, batches, i)
+      step = int(epoch - 1) * steps_per_epoch + i + 1
+      if (i + 1) % log_every == 0 and i + 1 < steps_per_epoch:
+        _check_finite(totals, checkpoints.directory)
+        _log_progress(epoch, i + 1, steps_per_epoch, totals, epoch_start,
+                      config.batch_size)
+      if (config.checkpoint_every_steps and i + 1 < steps_per_epoch
+          and step % config.checkpoint_every_steps == 0):
+        _check_finite(totals, checkpoints.directory)
+        checkpoints.save(step, state, totals)
+    _check_finite(totals, checkpoints.directory)
+    train_metrics = summarize(totals)
+    test_metrics = evaluate(eval_fn, state, test_batches)
+    summary = {'epoch': epoch,
+               'train_loss': train_metrics['loss'],
+               'train_accuracy': train_metrics['accuracy'],
+               'test_loss': test_metrics['loss'],
+               'test_accuracy': test_metrics['accuracy'],
+               'test_examples': test_metrics['count'],
+               'elapsed': time.time() - start_time}
+    log.write(summary)
+    totals = jax.device_put(zero_totals(), replicated)
+    checkpoints.save(int(state.step), state, totals)
+  checkpoints.close()
+  log.close()
+  return summary

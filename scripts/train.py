@@ -1,0 +1,32 @@
+"""Trains a model: python scripts/train.py --config=configs/default.py --workdir=W
+
+Writes W/metrics.jsonl, TensorBoard scalars and orbax checkpoints (with the
+config) in W/checkpoints, and resumes from the latest checkpoint in W.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from mnist_jax import cli
+from mnist_jax import train
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints and '
+                               'metrics; an existing run there is resumed.',
+                               required=True)
+config_flags.DEFINE_config_file('config', 'configs/default.py',
+                                'Config file (a get_config() module).',
+                                lock_config=True)
+
+
+def main(argv):
+  del argv
+  cli.log_devices()
+  summary = train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  print(f'test accuracy {summary["test_accuracy"]:.4f} on '
+        f'{summary["test_examples"]} test images after epoch {summary["epoch"]} '
+        f'({summary["elapsed"]:.1f} s)')
+
+
+if __name__ == '__main__':
+  cli.run(main)
