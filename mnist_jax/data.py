@@ -161,11 +161,12 @@ def load_tfds_split(name: str, split: str, data_dir: str | None = None,
     raise UserError(f'tfds could not prepare {name!r} ({type(e).__name__}: '
                     f'{first_line}); without network, set --config.data_dir '
                     'to a folder of IDX files or --config.tfds_manual_dir') from None
-  arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1,
-                                            shuffle_files=False))
-  labels = arrays['label'].astype(np.int32)
-  return Split(images=arrays['image'].astype(np.uint8).reshape((-1,) + IMAGE_SHAPE),
-               labels=labels, index=np.arange(len(labels), dtype=np.int64))
+  chunks = list(tfds.as_numpy(builder.as_dataset(
+      split=split, batch_size=10_000, shuffle_files=False)))
+  images = np.concatenate([c['image'] for c in chunks]).astype(np.uint8)
+  labels = np.concatenate([c['label'] for c in chunks]).astype(np.int32)
+  return Split(images=images.reshape((-1,) + IMAGE_SHAPE), labels=labels,
+               index=np.arange(len(labels), dtype=np.int64))
 
 
 def load_split(config: ml_collections.ConfigDict, split: str) -> Split:

@@ -92,4 +92,7 @@ def create_model(config: ml_collections.ConfigDict) -> nn.Module:
   try:
     return MODELS[config.model](**kwargs)
   except TypeError as e:
-    raise UserError(f'--config.model_kwargs: {e}') from None
+    raise UserError(
+        f'--config.model_kwargs: {e} (model_kwargs belong to the config\'s '
+        f'model; for {config.model!r} start from configs/{config.model}.py '
+        'if there is one)') from None

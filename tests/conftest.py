@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny synthetic IDX data, the real MNIST files, tiny configs."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import default
+from mnist_jax import data as data_lib
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_DIR = os.path.join(REPO_ROOT, '..', 'shared', 'data', 'mnist')
+
+
+def synthetic_digits(num_examples: int, seed: int = 0):
+  """Learnable fake digits: class k is a bright bar at row 2k plus noise."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 10, num_examples).astype(np.uint8)
+  images = rng.integers(0, 60, (num_examples, 28, 28)).astype(np.uint8)
+  for i, label in enumerate(labels):
+    images[i, 2 * label + 4: 2 * label + 6, 4:24] = 255
+  return images, labels
+
+
+def write_idx_folder(folder, num_train=512, num_test=200, gzip=False, seed=0):
+  os.makedirs(folder, exist_ok=True)
+  suffix = '.gz' if gzip else ''
+  for split, n in (('train', num_train), ('test', num_test)):
+    images, labels = synthetic_digits(n, seed + (split == 'test'))
+    images_name, labels_name = data_lib.idx_filenames(split)
+    data_lib.write_idx(os.path.join(folder, images_name + suffix), images)
+    data_lib.write_idx(os.path.join(folder, labels_name + suffix), labels)
+  return str(folder)
+
+
+@pytest.fixture
+def tiny_idx_dir(tmp_path):
+  return write_idx_folder(tmp_path / 'idx')
+
+
+@pytest.fixture
+def mnist_dir():
+  if not os.path.isdir(MNIST_DIR):
+    pytest.skip(f'real MNIST files not found at {MNIST_DIR} '
+                '(../shared/data/mnist beside the repo)')
+  return os.path.abspath(MNIST_DIR)
+
+
+def tiny_config(data_dir, **overrides):
+  """The default config, shrunk to run in seconds on synthetic data."""
+  config = default.get_config()
+  config.data_dir = data_dir
+  config.model_kwargs = {'widths': (8, 16), 'convs_per_stage': 1, 'dense': 32,
+                         'dropout': 0.1}
+  config.batch_size = 64
+  config.eval_batch_size = 64
+  config.num_epochs = 2
+  for key, value in overrides.items():  # assignment: update() would merge dicts
+    config[key] = value
+  return config
+
+
+def run_script(script, *args, env=None, timeout=600):
+  """Runs scripts/SCRIPT in a subprocess from the repo root."""
+  full_env = dict(os.environ, **(env or {}))
+  return subprocess.run(
+      [sys.executable, os.path.join('scripts', script), *args],
+      cwd=REPO_ROOT, capture_output=True, text=True, env=full_env,
+      timeout=timeout)

@@ -1,0 +1,47 @@
+"""Model shapes, features, the pooling rewrite, and the registry."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import cnn, default, mlp
+from mnist_jax import models
+from mnist_jax.errors import UserError
+
+
+@pytest.mark.parametrize('get_config, feature_dim', [
+    (default.get_config, 256), (cnn.get_config, 256), (mlp.get_config, 128)])
+def test_logits_and_features(get_config, feature_dim):
+  model = models.create_model(get_config())
+  images = jnp.zeros((3, 28, 28, 1))
+  variables = model.init(jax.random.PRNGKey(0), images)
+  logits = model.apply(variables, images)
+  assert logits.shape == (3, 10) and logits.dtype == jnp.float32
+  logits_again, features = model.apply(variables, images, return_features=True)
+  np.testing.assert_array_equal(logits, logits_again)
+  assert features.shape == (3, feature_dim)
+
+
+def test_cnn_matches_flax_example_parameter_count():
+  model = models.create_model(cnn.get_config())
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))['params']
+  # conv 3x3x1x32 + conv 3x3x32x64 + dense 3136x256 + dense 256x10, with biases.
+  expected = (9 * 32 + 32) + (9 * 32 * 64 + 64) + (3136 * 256 + 256) + (2570)
+  assert sum(p.size for p in jax.tree.leaves(params)) == expected
+
+
+@pytest.mark.parametrize('reduce, flax_pool', [(jnp.max, nn.max_pool),
+                                               (jnp.mean, nn.avg_pool)])
+def test_pool_2x2_equals_flax_pooling(reduce, flax_pool):
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 6, 3))
+  np.testing.assert_allclose(models.pool_2x2(x, reduce),
+                             flax_pool(x, (2, 2), strides=(2, 2)), rtol=1e-6)
+
+
+def test_unknown_model_name():
+  config = default.get_config()
+  config.model = 'resnet9000'
+  with pytest.raises(UserError, match="--config.model: unknown model 'resnet9000'"):
+    models.create_model(config)

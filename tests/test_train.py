@@ -1,0 +1,128 @@
+"""Train and eval steps, data layout, determinism and config checks."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnist_jax import config_checks
+from mnist_jax import data as data_lib
+from mnist_jax import models
+from mnist_jax import parallel
+from mnist_jax import train
+from mnist_jax.errors import UserError
+
+from conftest import tiny_config
+
+
+def _state_and_batch(tiny_idx_dir, **overrides):
+  config = tiny_config(tiny_idx_dir, **overrides)
+  split = data_lib.load_split(config, 'train')
+  state = train.create_train_state(models.create_model(config), config, 8,
+                                   jax.random.PRNGKey(0))
+  batch = {'image': jnp.asarray(split.images[:64]),
+           'label': jnp.asarray(split.labels[:64])}
+  return config, state, batch
+
+
+@pytest.mark.parametrize('model', ['mlp', 'cnn', 'convnet'])
+def test_train_steps_lower_the_loss(tiny_idx_dir, model):
+  overrides = {'model': model, 'schedule': 'constant', 'learning_rate': 0.003}
+  if model != 'convnet':
+    overrides['model_kwargs'] = {}
+  _, state, batch = _state_and_batch(tiny_idx_dir, **overrides)
+  step = jax.jit(train.train_step)
+  losses = []
+  for _ in range(5):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics['loss_sum']) / int(metrics['count']))
+  assert int(state.step) == 5
+  assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_batch_norm_statistics_update(tiny_idx_dir):
+  _, state, batch = _state_and_batch(tiny_idx_dir)
+  new_state, _ = train.train_step(state, batch)
+  before, after = jax.tree.leaves(state.batch_stats), jax.tree.leaves(new_state.batch_stats)
+  assert before and any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+def test_eval_counts_every_example_once(tiny_idx_dir):
+  """200 test examples in batches of 64: 4 batches, 56 padded rows masked."""
+  config, state, _ = _state_and_batch(tiny_idx_dir)
+  split = data_lib.load_split(config, 'test')
+  mesh = parallel.create_mesh()
+  batches = train.device_eval_batches(split, 64, parallel.stacked_batches_sharding(mesh))
+  assert batches['image'].shape[:2] == (4, 64)
+  metrics = train.evaluate(train.make_eval_fn(mesh), state, batches)
+  assert metrics['count'] == 200
+  logits = state.apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                          train.to_float(jnp.asarray(split.images)))
+  expected = float(np.mean(np.argmax(logits, -1) == split.labels))
+  assert metrics['accuracy'] == pytest.approx(expected, abs=1e-6)
+
+
+def test_padded_rows():
+  rows = train.padded_rows(5, 4)
+  np.testing.assert_array_equal(rows, [[0, 1, 2, 3], [4, 5, 5, 5]])
+
+
+def test_epoch_rows_depend_on_seed_and_epoch_only():
+  a = train.epoch_rows(100, 32, seed=3, epoch=2)
+  assert a.shape == (3, 32) and len(np.unique(a)) == 96
+  np.testing.assert_array_equal(a, train.epoch_rows(100, 32, seed=3, epoch=2))
+  assert not np.array_equal(a, train.epoch_rows(100, 32, seed=3, epoch=3))
+  assert not np.array_equal(a, train.epoch_rows(100, 32, seed=4, epoch=2))
+
+
+def test_random_shift_moves_content_within_bounds():
+  image = jnp.zeros((1, 28, 28, 1)).at[0, 10, 10, 0].set(1.0)
+  images = jnp.repeat(image, 64, axis=0)
+  shifted = train.random_shift(images, jax.random.PRNGKey(0), max_shift=2)
+  rows, cols = np.nonzero(np.asarray(shifted[..., 0]).sum(0))
+  assert shifted.shape == images.shape
+  assert rows.min() >= 8 and rows.max() <= 12 and cols.min() >= 8 and cols.max() <= 12
+  assert len(set(zip(rows, cols))) > 10  # many different shifts were drawn
+  np.testing.assert_allclose(np.asarray(shifted).sum(axis=(1, 2, 3)), 1.0)
+
+
+def _read_metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_training_is_deterministic_and_learns(tiny_idx_dir, tmp_path):
+  config = tiny_config(tiny_idx_dir, max_shift=1)
+  first = train.train_and_evaluate(config, str(tmp_path / 'a'))
+  second = train.train_and_evaluate(config, str(tmp_path / 'b'))
+  drop_time = lambda records: [{k: v for k, v in r.items() if k != 'elapsed'}
+                               for r in records]
+  records = _read_metrics(tmp_path / 'a')
+  assert drop_time(records) == drop_time(_read_metrics(tmp_path / 'b'))
+  assert [r['epoch'] for r in records] == [1, 2]
+  assert set(records[0]) == {'epoch', 'train_loss', 'train_accuracy', 'test_loss',
+                             'test_accuracy', 'test_examples', 'elapsed'}
+  assert first['test_examples'] == 200
+  assert first['test_accuracy'] > 0.7  # chance is 0.1
+  assert os.listdir(tmp_path / 'a' / 'checkpoints')
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path / 'a'))
+  del second
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('batch_size', 0, '--config.batch_size: must be a positive integer'),
+    ('batch_size', -5, '--config.batch_size: must be a positive integer'),
+    ('learning_rate', 0.0, '--config.learning_rate: must be positive'),
+    ('learning_rate', -0.1, '--config.learning_rate: must be positive'),
+    ('num_epochs', 0, '--config.num_epochs: must be a positive integer'),
+    ('model', 'vgg', "--config.model: unknown model 'vgg'"),
+    ('optimizer', 'lion', "--config.optimizer: unknown optimizer 'lion'"),
+    ('schedule', 'step', "--config.schedule: unknown schedule 'step'"),
+])
+def test_invalid_config_values(tiny_idx_dir, key, value, message):
+  config = tiny_config(tiny_idx_dir, **{key: value})
+  with pytest.raises(UserError, match=message):
+    config_checks.validate_config(config)
