@@ -33,6 +33,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              f'must be a positive integer, got {config[key]!r}')
   _require(config.learning_rate > 0, 'learning_rate',
            f'must be positive, got {config.learning_rate!r}')
+  _require(0 <= config.warmup_epochs < config.num_epochs, 'warmup_epochs',
+           f'must be in [0, num_epochs={config.num_epochs}), '
+           f'got {config.warmup_epochs!r}')
   _require(0 <= config.label_smoothing < 1, 'label_smoothing',
            f'must be in [0, 1), got {config.label_smoothing!r}')
   _require(0 <= config.max_shift <= 8, 'max_shift',

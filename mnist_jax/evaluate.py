@@ -41,10 +41,10 @@ def restore_trained_state(
   replicated = parallel.replicated(mesh)
   steps_per_epoch = 1  # only shapes the schedule, which inference never uses
   state = train.create_train_state(models.create_model(config), config,
-                                   steps_per_epoch, jax.random.PRNGKey(0))
+                                   steps_per_epoch, jax.random.PRNGKey(0),
+                                   replicated)
   state, _ = checkpoint_lib.Checkpoints(workdir, config).restore(
-      jax.device_put(state, replicated),
-      jax.device_put(train.zero_totals(), replicated), replicated)
+      state, jax.device_put(train.zero_totals(), replicated), replicated)
   return config, state
 
 

@@ -1,5 +1,6 @@
 """Per-epoch metrics: WORKDIR/metrics.jsonl, TensorBoard scalars, absl logs."""
 
+import concurrent.futures
 import json
 import os
 from typing import Any
@@ -19,24 +20,32 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+def _open_tensorboard(workdir: str):
+  from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
+  return tensorboard.SummaryWriter(workdir)
+
+
 class MetricsLog:
   """Appends one JSON object per epoch; only process 0 writes.
 
   On resumption, records of epochs after the restored checkpoint (written
   before a crash that lost their checkpoint) are dropped, so the file always
   matches the checkpoint the run continues from.
+
+  TensorBoard events are written on a background thread: the event writer
+  imports TensorFlow, seconds of start-up that would otherwise stall training.
   """
 
   def __init__(self, workdir: str, resume_after_epoch: int):
     self._path = os.path.join(workdir, 'metrics.jsonl')
     self._records = [r for r in read_metrics(workdir)
                      if r['epoch'] <= resume_after_epoch]
-    self._writer = None
+    self._background = None
     if parallel.is_main_process():
       io_utils.write_text(self._path,
                           ''.join(json.dumps(r) + '\n' for r in self._records))
-      from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
-      self._writer = tensorboard.SummaryWriter(workdir)
+      self._background = concurrent.futures.ThreadPoolExecutor(1)
+      self._writer = self._background.submit(_open_tensorboard, workdir)
 
   def last(self) -> dict[str, Any]:
     return self._records[-1] if self._records else {}
@@ -45,15 +54,21 @@ class MetricsLog:
     self._records.append(record)
     logging.info('epoch %d: %s', record['epoch'], ', '.join(
         f'{k} {v:.4f}' for k, v in record.items() if isinstance(v, float)))
-    if self._writer is None:
+    if self._background is None:
       return
     with open(self._path, 'a') as f:
       f.write(json.dumps(record) + '\n')
+    self._background.submit(self._write_scalars, record)
+
+  def _write_scalars(self, record: dict[str, Any]) -> None:
+    writer = self._writer.result()
     for key, value in record.items():
       if key != 'epoch':
-        self._writer.scalar(key, value, record['epoch'])
-    self._writer.flush()
+        writer.scalar(key, value, record['epoch'])
+    writer.flush()
 
   def close(self) -> None:
-    if self._writer is not None:
-      self._writer.close()
+    """Waits for the TensorBoard writes (re-raising their errors)."""
+    if self._background is not None:
+      self._background.submit(lambda: self._writer.result().close()).result()
+      self._background.shutdown()

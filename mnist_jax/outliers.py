@@ -38,6 +38,16 @@ P_VALUE_METHOD = (
     "Fisher's exact test (scipy.stats.fisher_exact): p_two_sided with "
     "alternative='two-sided', p_greater with alternative='greater' "
     '(misclassified images are outliers more often than correct ones)')
+RANKING_RULE = (
+    f'suspicion = (1 - p_label + margin) / 2 + {DEFAULT_OUTLIER_WEIGHT} * '
+    'outlierness, where p_label is the model probability of the given label, '
+    'margin = p_top - p_label and outlierness is the percentile rank of the '
+    'IF score '
+    '(1 = most anomalous); rank 1 = highest suspicion. The model evidence '
+    'dominates (0 = model sure of the label, 1 = sure of another class); the '
+    'outlier score reorders images of similar model evidence, and an image '
+    'the model classifies as its label can never outrank one it gives '
+    '>= 0.9 to another class and <= 0.1 to the label.')
 SIGN_CONVENTION = (
     'if_score is sklearn IsolationForest.decision_function: negative = '
     'outlier, is_outlier = if_score < 0; lower = more anomalous')
@@ -76,12 +86,11 @@ def isolation_forest_scores(
 def contingency_table(misclassified: np.ndarray,
                       is_outlier: np.ndarray) -> np.ndarray:
   """Counts [[mis & out, mis & in], [correct & out, correct & in]]."""
-  misclassified = np.asarray(misclassified, bool)
-  is_outlier = np.asarray(is_outlier, bool)
-  return np.array([
-      [np.sum(misclassified & is_outlier), np.sum(misclassified & ~is_outlier)],
-      [np.sum(~misclassified & is_outlier), np.sum(~misclassified & ~is_outlier)],
-  ], np.int64)
+  rows = np.asarray(misclassified, bool)
+  columns = np.asarray(is_outlier, bool)
+  return np.array([[np.sum(rows & columns), np.sum(rows & ~columns)],
+                   [np.sum(~rows & columns), np.sum(~rows & ~columns)]],
+                  np.int64)
 
 
 def _rate(numerator: int, denominator: int) -> float:
@@ -90,38 +99,38 @@ def _rate(numerator: int, denominator: int) -> float:
 
 def table_statistics(table: np.ndarray) -> dict[str, Any]:
   """Counts, rates, odds ratio with its 95% CI and Fisher p-values."""
-  (a, b), (c, d) = np.asarray(table, np.int64).tolist()
+  table = np.asarray(table, np.int64)
+  (a, b), (c, d) = table.tolist()
   n = a + b + c + d
-  result = contingency.odds_ratio(np.array([[a, b], [c, d]]),
-                                  kind=ODDS_RATIO_KIND)
+  result = contingency.odds_ratio(table, kind=ODDS_RATIO_KIND)
   interval = result.confidence_interval(CONFIDENCE_LEVEL)
-  misclassified, outliers = a + b, a + c
-  expected = _rate(misclassified * outliers, n)
+  misclassified, num_outliers = a + b, a + c
   return {
       'num_images': n,
       'num_misclassified': misclassified,
       'num_correct': c + d,
-      'num_outliers': outliers,
+      'num_outliers': num_outliers,
       'misclassified_outliers': a,
       'misclassified_inliers': b,
       'correct_outliers': c,
       'correct_inliers': d,
       'table': [[a, b], [c, d]],
       'misclassification_rate': _rate(misclassified, n),
-      'outlier_rate': _rate(outliers, n),
+      'outlier_rate': _rate(num_outliers, n),
       'outlier_rate_misclassified': _rate(a, misclassified),
       'outlier_rate_correct': _rate(c, c + d),
-      'misclassification_rate_outliers': _rate(a, outliers),
+      'misclassification_rate_outliers': _rate(a, num_outliers),
       'misclassification_rate_inliers': _rate(b, b + d),
-      'expected_misclassified_outliers_if_independent': expected,
+      'expected_misclassified_outliers_if_independent': _rate(
+          misclassified * num_outliers, n),
       'odds_ratio': float(result.statistic),
       'odds_ratio_ci95': [float(interval.low), float(interval.high)],
-      'odds_ratio_sample': float(contingency.odds_ratio(
-          np.array([[a, b], [c, d]]), kind='sample').statistic),
-      'p_two_sided': float(scipy.stats.fisher_exact(
-          [[a, b], [c, d]], alternative='two-sided').pvalue),
-      'p_greater': float(scipy.stats.fisher_exact(
-          [[a, b], [c, d]], alternative='greater').pvalue),
+      'odds_ratio_sample': float(
+          contingency.odds_ratio(table, kind='sample').statistic),
+      'p_two_sided': float(
+          scipy.stats.fisher_exact(table, alternative='two-sided').pvalue),
+      'p_greater': float(
+          scipy.stats.fisher_exact(table, alternative='greater').pvalue),
   }
 
 
@@ -133,6 +142,29 @@ def per_class_statistics(labels: np.ndarray, misclassified: np.ndarray,
           misclassified[labels == k], is_outlier[labels == k]))}
       for k in range(NUM_CLASSES)
   ]
+
+
+def score_separation(scores: np.ndarray,
+                     misclassified: np.ndarray) -> dict[str, float]:
+  """How much lower misclassified images score, with no outlier threshold.
+
+  auc is P(score of a random misclassified image < score of a random correct
+  one), ties counting half: 0.5 = no relation, 1 = every misclassified image
+  is more anomalous. p_less is the one-sided Mann-Whitney U test of that
+  direction, p_two_sided the two-sided one (asymptotic, tie-corrected).
+  """
+  misclassified = np.asarray(misclassified, bool)
+  worse, better = scores[misclassified], scores[~misclassified]
+  if not len(worse) or not len(better):
+    nan = float('nan')
+    return {'auc': nan, 'p_less': nan, 'p_two_sided': nan}
+  less = scipy.stats.mannwhitneyu(worse, better, alternative='less')
+  return {
+      'auc': 1 - float(less.statistic) / (len(worse) * len(better)),
+      'p_less': float(less.pvalue),
+      'p_two_sided': float(scipy.stats.mannwhitneyu(
+          worse, better, alternative='two-sided').pvalue),
+  }
 
 
 def format_p_value(p: float) -> str:

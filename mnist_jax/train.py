@@ -45,13 +45,22 @@ class TrainState(train_state.TrainState):
 
 
 def create_train_state(model: nn.Module, config: ml_collections.ConfigDict,
-                       steps_per_epoch: int, rng: jax.Array) -> TrainState:
-  init_rng, state_rng = jax.random.split(rng)
-  variables = model.init(init_rng, jnp.zeros((1,) + data_lib.IMAGE_SHAPE))
-  return TrainState.create(
-      apply_fn=model.apply, params=variables['params'],
-      tx=optim.create_optimizer(config, steps_per_epoch),
-      batch_stats=variables.get('batch_stats', {}), rng=state_rng)
+                       steps_per_epoch: int, rng: jax.Array,
+                       sharding: jax.sharding.Sharding | None = None) -> TrainState:
+  """A fresh state, built by one compiled computation (placed on `sharding`).
+
+  Run eagerly, initialisation would compile dozens of small programs.
+  """
+  tx = optim.create_optimizer(config, steps_per_epoch)
+
+  def init(rng):
+    init_rng, state_rng = jax.random.split(rng)
+    variables = model.init(init_rng, jnp.zeros((1,) + data_lib.IMAGE_SHAPE))
+    return TrainState.create(
+        apply_fn=model.apply, params=variables['params'], tx=tx,
+        batch_stats=variables.get('batch_stats', {}), rng=state_rng)
+
+  return jax.jit(init, out_shardings=sharding)(rng)
 
 
 def to_float(images: jax.Array) -> jax.Array:
@@ -183,13 +192,14 @@ def num_batches(batches: Batch) -> int:
 def zero_totals() -> Metrics:
   """Running sums of an epoch, kept on device; `nonfinite_step` is -1 until
   the first step whose loss is NaN or infinite."""
-  return {'loss_sum': jnp.zeros((), jnp.float32),
-          'correct': jnp.zeros((), jnp.int32),
-          'count': jnp.zeros((), jnp.int32),
-          'nonfinite_step': jnp.full((), -1, jnp.int32)}
+  return {'loss_sum': np.zeros((), np.float32),
+          'correct': np.zeros((), np.int32),
+          'count': np.zeros((), np.int32),
+          'nonfinite_step': np.full((), -1, np.int32)}
 
 
 def _add(totals: Metrics, metrics: Metrics, step: jax.Array) -> Metrics:
+  """Adds a step's metrics to the running sums (inside the jitted step)."""
   bad = ~jnp.isfinite(metrics['loss_sum']) & (totals['nonfinite_step'] < 0)
   return {'loss_sum': totals['loss_sum'] + metrics['loss_sum'],
           'correct': totals['correct'] + metrics['correct'].astype(jnp.int32),
@@ -287,9 +297,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   replicated = parallel.replicated(mesh)
   batches_sharding = parallel.stacked_batches_sharding(mesh)
-  state = jax.device_put(
-      create_train_state(model, config, steps_per_epoch,
-                         jax.random.PRNGKey(config.seed)), replicated)
+  state = create_train_state(model, config, steps_per_epoch,
+                             jax.random.PRNGKey(config.seed), replicated)
   totals = jax.device_put(zero_totals(), replicated)
   checkpoints = checkpoint_lib.Checkpoints(workdir, config)
   if checkpoints.latest_step() is not None:

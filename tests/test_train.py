@@ -121,6 +121,7 @@ def test_training_is_deterministic_and_learns(tiny_idx_dir, tmp_path):
     ('model', 'vgg', "--config.model: unknown model 'vgg'"),
     ('optimizer', 'lion', "--config.optimizer: unknown optimizer 'lion'"),
     ('schedule', 'step', "--config.schedule: unknown schedule 'step'"),
+    ('warmup_epochs', 2.0, r'--config.warmup_epochs: must be in \[0, num_epochs=2\)'),
 ])
 def test_invalid_config_values(tiny_idx_dir, key, value, message):
   config = tiny_config(tiny_idx_dir, **{key: value})

@@ -1,0 +1,58 @@
+"""Which misclassified test images are Isolation Forest outliers, and which
+look like label errors, for the model in --workdir.
+
+Reads W/predictions.csv (from scripts/evaluate.py) and writes W/outliers.csv,
+W/outliers.json, W/report.md and its PNG figures. Pixels need no checkpoint
+when --data_dir is given; embeddings read the latest checkpoint in W.
+"""
+
+from absl import flags
+
+from mnist_jax import cli
+from mnist_jax import outliers
+from mnist_jax import report
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder holding '
+                               'predictions.csv (and checkpoints/).',
+                               required=True)
+_FEATURES = flags.DEFINE_enum('features', 'both',
+                              ['pixels', 'embeddings', 'both'],
+                              'Feature space(s) of the Isolation Forest.')
+_FIT_ON = flags.DEFINE_enum('fit_on', 'test', list(report.FIT_SETS),
+                            'Images the forest is fitted on; the test '
+                            'images are always the ones scored.')
+_N_ESTIMATORS = flags.DEFINE_integer('n_estimators',
+                                     outliers.DEFAULT_N_ESTIMATORS,
+                                     'Number of trees.')
+_MAX_SAMPLES = flags.DEFINE_integer('max_samples', outliers.DEFAULT_MAX_SAMPLES,
+                                    'Images drawn to build each tree.')
+_CONTAMINATION = flags.DEFINE_string('contamination', 'auto',
+                                     "'auto' or the expected outlier fraction "
+                                     'in (0, 0.5].')
+_SEED = flags.DEFINE_integer('seed', 0, 'random_state of the forest.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder of IDX files, if not '
+                                'the one the model was trained with.')
+_PRIMARY = flags.DEFINE_enum('primary', None, list(report.FEATURE_SPACES),
+                             'Feature space of outliers.csv (default: pixels '
+                             'if analysed, else embeddings).')
+
+
+def main(argv):
+  del argv
+  summary = report.run_outlier_analysis(
+      _WORKDIR.value, features=_FEATURES.value, fit_on=_FIT_ON.value,
+      n_estimators=_N_ESTIMATORS.value, max_samples=_MAX_SAMPLES.value,
+      contamination=_CONTAMINATION.value, seed=_SEED.value,
+      data_dir=_DATA_DIR.value, primary=_PRIMARY.value)
+  for space, answer in summary['answers'].items():
+    print(f'{space}: {answer}')
+  seconds = ', '.join(f'{name} {value:.2f} s'
+                      for name, value in summary['seconds'].items())
+  print(f'outlier analysis took {summary["elapsed_seconds"]:.2f} s '
+        f'({seconds}); wrote outliers.csv '
+        f'({summary["primary_feature_space"]}), outliers.json, report.md in '
+        f'{summary["workdir"]}')
+
+
+if __name__ == '__main__':
+  cli.run(main)
