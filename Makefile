@@ -32,5 +32,15 @@ run: setup
 	   $(WORKDIR)/metrics.jsonl $(WORKDIR)/*.png $(RESULTS)/
 	@echo "report: $(WORKDIR)/report.md (copied to $(RESULTS)/)"
 
+# Speed figures into results/benchmark_$(MACHINE)*.json (MACHINE=gpu on a GPU).
+MACHINE ?= cpu
+benchmark: setup
+	$(BIN)/python scripts/benchmark.py --config=configs/fast.py $(DATA_FLAG) \
+	    --out=$(RESULTS)/benchmark_$(MACHINE).json
+	$(BIN)/python scripts/benchmark.py --config=configs/default.py $(DATA_FLAG) \
+	    --out=$(RESULTS)/benchmark_$(MACHINE)_default.json
+	$(BIN)/python scripts/benchmark.py --config=configs/cnn.py --steps_only \
+	    --out=$(RESULTS)/benchmark_$(MACHINE)_cnn.json
+
 clean:
 	rm -rf $(VENV) runs

@@ -7,8 +7,6 @@ number of examples, per-class accuracy and the confusion matrix
 (rows: true label, columns: prediction).
 """
 
-import csv
-import io
 import os
 from typing import Any
 
@@ -24,7 +22,7 @@ from mnist_jax import parallel
 from mnist_jax import train
 
 PREDICTION_COLUMNS = (['index', 'label', 'prediction', 'confidence'] +
-                      [f'prob_{k}' for k in range(models.NUM_CLASSES)])
+                      [f'prob_{k}' for k in range(data_lib.NUM_CLASSES)])
 
 
 def restore_trained_state(
@@ -65,7 +63,7 @@ def predict(state: train.TrainState, split: data_lib.Split,
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
   """Counts [true label, prediction]."""
-  matrix = np.zeros((models.NUM_CLASSES, models.NUM_CLASSES), np.int64)
+  matrix = np.zeros((data_lib.NUM_CLASSES,) * 2, np.int64)
   np.add.at(matrix, (labels, predictions), 1)
   return matrix
 
@@ -85,13 +83,10 @@ def eval_summary(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any
 
 
 def predictions_csv(split: data_lib.Split, probabilities: np.ndarray) -> str:
-  out = io.StringIO()
-  writer = csv.writer(out, lineterminator='\n')
-  writer.writerow(PREDICTION_COLUMNS)
-  for index, label, probs in zip(split.index, split.labels, probabilities):
-    writer.writerow([int(index), int(label), int(probs.argmax()),
-                     f'{probs.max():.6f}'] + [f'{p:.6f}' for p in probs])
-  return out.getvalue()
+  rows = zip(split.index, split.labels, probabilities)
+  return io_utils.csv_text(PREDICTION_COLUMNS, (
+      [int(index), int(label), int(probs.argmax()), f'{probs.max():.6f}'] +
+      [f'{p:.6f}' for p in probs] for index, label, probs in rows))
 
 
 def evaluate_workdir(workdir: str,

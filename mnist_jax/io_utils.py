@@ -1,10 +1,12 @@
 """Atomic file output: a reader never sees a half-written result."""
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from mnist_jax.errors import UserError
 
@@ -33,6 +35,15 @@ def write_text(path: str, text: str) -> None:
       f.write(text)
 
 
+def csv_text(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+  """A header line of `columns`, then `rows`, with '\\n' line ends."""
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator='\n')
+  writer.writerow(columns)
+  writer.writerows(rows)
+  return out.getvalue()
+
+
 def write_json(path: str, obj: Any) -> None:
   write_text(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
 
@@ -53,3 +64,7 @@ def require_file(path: str, what: str) -> str:
   if not os.path.isfile(path):
     raise UserError(f'{path}: {what} not found')
   return path
+
+
+def parent_dir(path: str) -> str:
+  return os.path.dirname(os.path.abspath(path))

@@ -4,7 +4,10 @@ Scores are scikit-learn's `IsolationForest.decision_function`: negative means
 outlier, and `is_outlier = score < 0` (what `IsolationForest.predict` calls
 -1). With `contamination='auto'` the threshold is sklearn's fixed offset of
 -0.5 on `score_samples`; with a float it is that quantile of the scores of the
-set the forest was fitted on.
+set the forest was fitted on. The default is 0.05: the 5% most anomalous
+images are outliers, so the chance rate is 5% in every feature space. ('auto',
+the original paper's score > 0.5 rule, flagged 18% of MNIST test images in
+pixel space and none in embedding space, leaving nothing to compare there.)
 
 The 2x2 table crosses misclassified (rows: misclassified, correct) with
 outlier (columns: outlier, inlier). Its odds ratio is the odds of being an
@@ -24,11 +27,13 @@ import scipy.stats
 from scipy.stats import contingency
 from sklearn.ensemble import IsolationForest
 
+from mnist_jax.data import NUM_CLASSES
+
 DEFAULT_N_ESTIMATORS = 100
 DEFAULT_MAX_SAMPLES = 256
+DEFAULT_CONTAMINATION = 0.05
 DEFAULT_OUTLIER_WEIGHT = 0.25
 CONFIDENCE_LEVEL = 0.95
-NUM_CLASSES = 10
 ODDS_RATIO_KIND = 'conditional'
 ODDS_RATIO_METHOD = (
     'conditional maximum likelihood estimate (scipy.stats.contingency.'
@@ -63,7 +68,7 @@ def isolation_forest_scores(
     fit_features: np.ndarray | None = None,
     n_estimators: int = DEFAULT_N_ESTIMATORS,
     max_samples: int = DEFAULT_MAX_SAMPLES,
-    contamination: str | float = 'auto',
+    contamination: str | float = DEFAULT_CONTAMINATION,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Isolation Forest scores [N] and is_outlier [N] of `features` [N, D].

@@ -8,6 +8,7 @@ and masked so that every test example counts exactly once.
 """
 
 import functools
+import os
 import time
 from typing import Any
 
@@ -82,7 +83,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
                   label_smoothing: float = 0.0) -> jax.Array:
   """Per-example cross-entropy against (optionally smoothed) one-hot labels."""
   targets = optax.smooth_labels(
-      jax.nn.one_hot(labels, models.NUM_CLASSES), label_smoothing)
+      jax.nn.one_hot(labels, data_lib.NUM_CLASSES), label_smoothing)
   return optax.softmax_cross_entropy(logits, targets)
 
 
@@ -262,14 +263,52 @@ def _check_finite(totals: Metrics, checkpoint_dir: str) -> None:
         '(lower --config.learning_rate?)')
 
 
-def _log_progress(epoch: int, step_in_epoch: int, steps_per_epoch: int,
-                  totals: Metrics, epoch_start: float, batch_size: int) -> None:
+def _log_progress(epoch: int, steps_run: int, step_in_epoch: int,
+                  steps_per_epoch: int, totals: Metrics, epoch_start: float,
+                  batch_size: int) -> None:
+  """One progress line; `steps_run` counts this process's steps (for images/s)."""
   running = summarize(totals)
-  seconds = time.time() - epoch_start
+  seconds = max(time.time() - epoch_start, 1e-9)
   logging.info('epoch %d: %3d%% (%d/%d steps), train loss %.4f, accuracy '
                '%.4f, %.0f images/s', epoch, 100 * step_in_epoch // steps_per_epoch,
                step_in_epoch, steps_per_epoch, running['loss'],
-               running['accuracy'], step_in_epoch * batch_size / max(seconds, 1e-9))
+               running['accuracy'], steps_run * batch_size / seconds)
+
+
+def _with_absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy whose data folders resolve from anywhere (the checkpoint keeps it)."""
+  config = config.copy_and_resolve_references()
+  for key in ('data_dir', 'tfds_data_dir', 'tfds_manual_dir'):
+    if config.get(key):
+      config[key] = os.path.abspath(os.path.expanduser(config[key]))
+  return config
+
+
+def _train_epoch(train_fn, state: TrainState, totals: Metrics, batches: Batch,
+                 epoch: int, config: ml_collections.ConfigDict,
+                 checkpoints: checkpoint_lib.Checkpoints) -> tuple[TrainState, Metrics]:
+  """Runs the rest of `epoch` from `state.step` (its start, or a resumed step).
+
+  Syncs with the device only for progress lines and checkpoints.
+  """
+  steps_per_epoch = num_batches(batches)
+  first = int(state.step) - (epoch - 1) * steps_per_epoch
+  log_every = config.log_every_steps or max(steps_per_epoch // 10, 1)
+  epoch_start = time.time()
+  for i in range(first, steps_per_epoch):
+    state, totals = train_fn(state, totals, batches, i)
+    done, step = i + 1, (epoch - 1) * steps_per_epoch + i + 1
+    if done == steps_per_epoch:
+      break
+    if done % log_every == 0:
+      _check_finite(totals, checkpoints.directory)
+      _log_progress(epoch, done - first, done, steps_per_epoch, totals,
+                    epoch_start, config.batch_size)
+    if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+      _check_finite(totals, checkpoints.directory)
+      checkpoints.save(step, state, totals)
+  _check_finite(totals, checkpoints.directory)
+  return state, totals
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -280,6 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   start_time = time.time()
   config_checks.validate_config(config)
+  config = _with_absolute_paths(config)
   io_utils.ensure_writable_dir(workdir)
   mesh = parallel.create_mesh()
   parallel.check_divisible(config.batch_size, mesh, 'batch_size')
@@ -311,24 +351,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   eval_fn = make_eval_fn(mesh)
   test_batches = device_eval_batches(test_split, config.eval_batch_size,
                                      batches_sharding)
-  log_every = config.log_every_steps or max(steps_per_epoch // 10, 1)
   summary = log.last()
   for epoch in range(start_step // steps_per_epoch + 1, config.num_epochs + 1):
     rows = epoch_rows(len(train_split), config.batch_size, config.seed, epoch)
     batches = device_train_batches(train_split, rows, batches_sharding)
-    epoch_start = time.time()
-    for i in range(int(state.step) - (epoch - 1) * steps_per_epoch, steps_per_epoch):
-      state, totals = train_fn(state, totals, batches, i)
-      step = int(epoch - 1) * steps_per_epoch + i + 1
-      if (i + 1) % log_every == 0 and i + 1 < steps_per_epoch:
-        _check_finite(totals, checkpoints.directory)
-        _log_progress(epoch, i + 1, steps_per_epoch, totals, epoch_start,
-                      config.batch_size)
-      if (config.checkpoint_every_steps and i + 1 < steps_per_epoch
-          and step % config.checkpoint_every_steps == 0):
-        _check_finite(totals, checkpoints.directory)
-        checkpoints.save(step, state, totals)
-    _check_finite(totals, checkpoints.directory)
+    state, totals = _train_epoch(train_fn, state, totals, batches, epoch,
+                                 config, checkpoints)
     train_metrics = summarize(totals)
     test_metrics = evaluate(eval_fn, state, test_batches)
     summary = {'epoch': epoch,

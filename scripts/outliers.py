@@ -9,8 +9,8 @@ when --data_dir is given; embeddings read the latest checkpoint in W.
 from absl import flags
 
 from mnist_jax import cli
+from mnist_jax import outlier_analysis
 from mnist_jax import outliers
-from mnist_jax import report
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder holding '
                                'predictions.csv (and checkpoints/).',
@@ -18,7 +18,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder holding '
 _FEATURES = flags.DEFINE_enum('features', 'both',
                               ['pixels', 'embeddings', 'both'],
                               'Feature space(s) of the Isolation Forest.')
-_FIT_ON = flags.DEFINE_enum('fit_on', 'test', list(report.FIT_SETS),
+_FIT_ON = flags.DEFINE_enum('fit_on', 'test',
+                            list(outlier_analysis.FIT_SETS),
                             'Images the forest is fitted on; the test '
                             'images are always the ones scored.')
 _N_ESTIMATORS = flags.DEFINE_integer('n_estimators',
@@ -26,20 +27,22 @@ _N_ESTIMATORS = flags.DEFINE_integer('n_estimators',
                                      'Number of trees.')
 _MAX_SAMPLES = flags.DEFINE_integer('max_samples', outliers.DEFAULT_MAX_SAMPLES,
                                     'Images drawn to build each tree.')
-_CONTAMINATION = flags.DEFINE_string('contamination', 'auto',
+_CONTAMINATION = flags.DEFINE_string('contamination',
+                                     str(outliers.DEFAULT_CONTAMINATION),
                                      "'auto' or the expected outlier fraction "
                                      'in (0, 0.5].')
 _SEED = flags.DEFINE_integer('seed', 0, 'random_state of the forest.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder of IDX files, if not '
                                 'the one the model was trained with.')
-_PRIMARY = flags.DEFINE_enum('primary', None, list(report.FEATURE_SPACES),
+_PRIMARY = flags.DEFINE_enum('primary', None,
+                             list(outlier_analysis.FEATURE_SPACES),
                              'Feature space of outliers.csv (default: pixels '
                              'if analysed, else embeddings).')
 
 
 def main(argv):
   del argv
-  summary = report.run_outlier_analysis(
+  summary = outlier_analysis.run_outlier_analysis(
       _WORKDIR.value, features=_FEATURES.value, fit_on=_FIT_ON.value,
       n_estimators=_N_ESTIMATORS.value, max_samples=_MAX_SAMPLES.value,
       contamination=_CONTAMINATION.value, seed=_SEED.value,

@@ -13,8 +13,9 @@ from scipy.stats import contingency
 
 from mnist_jax import data as data_lib
 from mnist_jax import evaluate
+from mnist_jax import outlier_analysis
 from mnist_jax import outliers
-from mnist_jax import report
+from mnist_jax import predictions_io
 from mnist_jax.errors import UserError
 
 from conftest import run_script
@@ -321,7 +322,8 @@ def test_script_end_to_end_pixels(tmp_path):
                       '--features=pixels', f'--data_dir={data_dir}')
   assert result.returncode == 0, result.stderr
 
-  predictions = report.read_predictions(str(workdir / 'predictions.csv'))
+  predictions = predictions_io.read_predictions(
+      str(workdir / 'predictions.csv'))
   scores, is_outlier = outliers.isolation_forest_scores(
       outliers.pixel_features(split.images))
   misclassified = predictions.predictions != predictions.labels
@@ -340,7 +342,7 @@ def test_script_end_to_end_pixels(tmp_path):
   assert summary['primary_feature_space'] == 'pixels'
   assert summary['parameters']['n_estimators'] == 100
   assert summary['parameters']['max_samples'] == 256
-  assert summary['parameters']['contamination'] == 'auto'
+  assert summary['parameters']['contamination'] == 0.05
   assert summary['parameters']['fit_on'] == 'test'
   assert 0 < summary['elapsed_seconds'] < 60
   assert sum(c['num_images'] for c in pixels['per_class']) == 200
@@ -348,7 +350,7 @@ def test_script_end_to_end_pixels(tmp_path):
 
   with open(workdir / 'outliers.csv', newline='') as f:
     rows = list(csv.DictReader(f))
-  assert tuple(rows[0]) == report.OUTLIER_COLUMNS
+  assert tuple(rows[0]) == outlier_analysis.OUTLIER_COLUMNS
   assert len(rows) == 200
   assert [int(r['index']) for r in rows] == list(range(200))
   ranks = {int(r['rank']): int(r['index']) for r in rows}
@@ -369,7 +371,7 @@ def test_script_end_to_end_pixels(tmp_path):
 
 def test_fit_on_train_and_contamination_in_process(tmp_path):
   workdir, data_dir, _ = _write_tiny_workdir(tmp_path)
-  summary = report.run_outlier_analysis(
+  summary = outlier_analysis.run_outlier_analysis(
       str(workdir), features='pixels', fit_on='train', contamination='0.1',
       data_dir=str(data_dir), seed=1)
   assert summary['parameters']['fit_on'] == 'train'
@@ -418,13 +420,13 @@ def test_read_predictions_rejects_bad_values(tmp_path):
   row = '0,7,7,0.9,' + ','.join(['0.1'] * 10)
   path.write_text(f'{header}\n{row}\n0,x,7,0.9,{",".join(["0.1"] * 10)}\n')
   with pytest.raises(UserError, match=r'line 3: column label is .x.'):
-    report.read_predictions(str(path))
+    predictions_io.read_predictions(str(path))
   path.write_text(f'{header}\n0,12,7,0.9,{",".join(["0.1"] * 10)}\n')
   with pytest.raises(UserError, match='label 12 is outside 0-9'):
-    report.read_predictions(str(path))
+    predictions_io.read_predictions(str(path))
   path.write_text('')
   with pytest.raises(UserError, match='empty file'):
-    report.read_predictions(str(path))
+    predictions_io.read_predictions(str(path))
 
 
 def test_labels_must_match_test_split(tmp_path):
@@ -437,8 +439,8 @@ def test_labels_must_match_test_split(tmp_path):
   path.write_text(''.join(lines))
   with pytest.raises(UserError, match=r'column label differs .* at 1 rows '
                      r'\(first at line 6'):
-    report.run_outlier_analysis(str(workdir), features='pixels',
-                                data_dir=str(data_dir))
+    outlier_analysis.run_outlier_analysis(str(workdir), features='pixels',
+                                          data_dir=str(data_dir))
   assert _outputs(workdir) == []
 
 
@@ -453,5 +455,5 @@ def test_bad_parameters(tmp_path, kwargs, message):
   workdir, data_dir, _ = _write_tiny_workdir(tmp_path)
   kwargs = {'features': 'pixels', 'data_dir': str(data_dir), **kwargs}
   with pytest.raises(UserError, match=message):
-    report.run_outlier_analysis(str(workdir), **kwargs)
+    outlier_analysis.run_outlier_analysis(str(workdir), **kwargs)
   assert _outputs(workdir) == []

@@ -107,7 +107,7 @@ def test_checkpoint_of_another_config_is_refused(trained_workdir):
   result = run_script('train.py', *train_args(workdir, data_dir,
                                               '--config.learning_rate=0.5'))
   assert_one_line_error(result, 'holds a run of a different config',
-                        'learning_rate: 0.003 -> 0.5')
+                        'learning_rate: 0.01 -> 0.5')
   assert snapshot(workdir) == before
 
 

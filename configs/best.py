@@ -1,0 +1,19 @@
+"""The most accurate single model in about a quarter of an hour on a 2-core
+CPU: a wider three-stage batch-norm CNN, random shifts, label smoothing."""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model = 'convnet'
+  config.model_kwargs = {'widths': (32, 64, 128), 'convs_per_stage': 1,
+                         'dense': 256, 'dropout': 0.25}
+  config.optimizer = 'adam'
+  config.learning_rate = 0.005
+  config.schedule = 'onecycle'
+  config.label_smoothing = 0.1
+  config.max_shift = 2
+  config.batch_size = 64
+  config.num_epochs = 24
+  return config

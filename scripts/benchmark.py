@@ -1,0 +1,41 @@
+"""Speed benchmark: python scripts/benchmark.py --config=configs/fast.py --out=F.json
+
+Prints and writes step_ms, images_per_s, flops_per_step (XLA cost analysis),
+utilization (against a matmul peak measured in the same run), compile_s and,
+from a real training run, seconds_to_99.0 / seconds_to_99.5 (compilation
+included). --steps_only skips the training run.
+"""
+
+import json
+
+from absl import flags
+from ml_collections import config_flags
+
+from mnist_jax import benchmark
+from mnist_jax import cli
+from mnist_jax import io_utils
+
+_OUT = flags.DEFINE_string('out', None, 'JSON file to write the figures to.')
+_STEPS_ONLY = flags.DEFINE_bool('steps_only', False, 'Time the train step only; '
+                                'no training run.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Keep the training run here '
+                               '(default: a temporary folder).')
+config_flags.DEFINE_config_file('config', 'configs/fast.py', 'Config file.',
+                                lock_config=True)
+
+
+def main(argv):
+  del argv
+  if _OUT.value:  # fail on an unwritable output before minutes of work
+    io_utils.ensure_writable_dir(io_utils.parent_dir(_OUT.value), '--out')
+  result = benchmark.run_benchmark(flags.FLAGS.config, _WORKDIR.value,
+                                   _STEPS_ONLY.value)
+  result['config'] = flags.FLAGS['config'].config_filename
+  text = json.dumps(result, indent=2)
+  print(text)
+  if _OUT.value:
+    io_utils.write_text(_OUT.value, text + '\n')
+
+
+if __name__ == '__main__':
+  cli.run(main)
