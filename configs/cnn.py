@@ -15,6 +15,8 @@ def get_config():
   config.learning_rate = 0.1
   config.momentum = 0.9
   config.schedule = 'constant'
+  config.max_shift = 0  # no augmentation
+  config.label_smoothing = 0.0
   config.batch_size = 128
   config.num_epochs = 10
   return config

@@ -10,6 +10,8 @@ def get_config():
   config.optimizer = 'adam'
   config.learning_rate = 0.001
   config.schedule = 'constant'
+  config.max_shift = 0  # no augmentation
+  config.label_smoothing = 0.0
   config.batch_size = 128
   config.num_epochs = 10
   return config

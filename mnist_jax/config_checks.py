@@ -6,8 +6,12 @@ from mnist_jax import models
 from mnist_jax import optim
 from mnist_jax.errors import UserError
 
-REQUIRED_KEYS = ('dataset', 'data_dir', 'model', 'optimizer', 'learning_rate',
-                 'batch_size', 'num_epochs', 'seed')
+REQUIRED_KEYS = ('dataset', 'data_dir', 'tfds_data_dir', 'tfds_manual_dir',
+                 'model', 'model_kwargs', 'optimizer', 'learning_rate',
+                 'momentum', 'weight_decay', 'schedule', 'warmup_epochs',
+                 'label_smoothing', 'max_shift', 'batch_size', 'num_epochs',
+                 'seed', 'eval_batch_size', 'log_every_steps',
+                 'checkpoint_every_steps', 'keep_checkpoints')
 
 
 def _require(condition: bool, flag: str, message: str) -> None:

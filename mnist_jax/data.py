@@ -16,6 +16,7 @@ import zlib
 import ml_collections
 import numpy as np
 
+from mnist_jax import tensorflow_env
 from mnist_jax.errors import UserError
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -129,15 +130,6 @@ def load_idx_split(data_dir: str, split: str) -> Split:
                index=np.arange(len(labels), dtype=np.int64))
 
 
-def _hide_accelerators_from_tensorflow(tf) -> None:
-  """TF is only a data preparer here; JAX must keep every GPU and TPU."""
-  for kind in ('GPU', 'TPU'):
-    try:
-      tf.config.set_visible_devices([], kind)
-    except (RuntimeError, ValueError):
-      pass  # already initialised, or no such device type
-
-
 def load_tfds_split(name: str, split: str, data_dir: str | None = None,
                     manual_dir: str | None = None) -> Split:
   """Loads `split` of a tfds dataset, preparing it first if needed.
@@ -149,9 +141,8 @@ def load_tfds_split(name: str, split: str, data_dir: str | None = None,
   if name not in TFDS_DATASETS:
     raise UserError(f'--config.dataset: unknown dataset {name!r}; '
                     f'choose one of {", ".join(TFDS_DATASETS)}')
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tensorflow_env.import_tensorflow()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  _hide_accelerators_from_tensorflow(tf)
   builder = tfds.builder(name, data_dir=data_dir or None)
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir or None)
   try:

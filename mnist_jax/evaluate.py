@@ -92,8 +92,8 @@ def predictions_csv(split: data_lib.Split, probabilities: np.ndarray) -> str:
 def evaluate_workdir(workdir: str,
                      config_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
   """Writes W/predictions.csv and W/eval.json for the latest checkpoint."""
-  io_utils.ensure_writable_dir(workdir)
   config, state = restore_trained_state(workdir, config_overrides)
+  io_utils.ensure_writable_dir(workdir)
   test_split = data_lib.load_split(config, 'test')
   outputs = predict(state, test_split, config.eval_batch_size)
   summary = eval_summary(test_split.labels, outputs['probabilities'])

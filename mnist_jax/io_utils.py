@@ -66,5 +66,9 @@ def require_file(path: str, what: str) -> str:
   return path
 
 
-def parent_dir(path: str) -> str:
-  return os.path.dirname(os.path.abspath(path))
+def ensure_writable_file_path(path: str, flag: str) -> str:
+  """Checks that `path` can be written as a file (its folder is created)."""
+  if os.path.isdir(path):
+    raise UserError(f'{flag} {path!r} is a directory, not a file name')
+  ensure_writable_dir(os.path.dirname(os.path.abspath(path)), flag)
+  return path

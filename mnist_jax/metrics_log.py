@@ -9,6 +9,8 @@ from absl import logging
 
 from mnist_jax import io_utils
 from mnist_jax import parallel
+from mnist_jax import tensorflow_env
+from mnist_jax.errors import UserError
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -16,11 +18,21 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
   path = os.path.join(workdir, 'metrics.jsonl')
   if not os.path.exists(path):
     return []
+  records = []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise UserError(f'{path}: line {number} is not JSON ({e.msg}); '
+                        'remove the line or use a new --workdir') from None
+  return records
 
 
 def _open_tensorboard(workdir: str):
+  tensorflow_env.import_tensorflow()
   from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top
   return tensorboard.SummaryWriter(workdir)
 

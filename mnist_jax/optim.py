@@ -20,8 +20,9 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict,
   if config.schedule == 'cosine':
     return optax.cosine_decay_schedule(lr, total_steps)
   if config.schedule == 'warmup_cosine':
+    warmup_steps = max(warmup_steps, 1)
     return optax.warmup_cosine_decay_schedule(
-        0.0, lr, max(warmup_steps, 1), total_steps)
+        0.0, lr, warmup_steps, max(total_steps, warmup_steps + 1))
   if config.schedule == 'onecycle':
     return optax.cosine_onecycle_schedule(total_steps, lr)
   raise UserError(f'--config.schedule: unknown schedule {config.schedule!r}; '

@@ -75,13 +75,16 @@ def feature_spaces(features: str) -> tuple[str, ...]:
 
 
 def _check_parameters(fit_on: str, n_estimators: int, max_samples: int,
-                      spaces: Sequence[str], primary: str | None) -> None:
+                      seed: int, spaces: Sequence[str],
+                      primary: str | None) -> None:
   if fit_on not in FIT_SETS:
     raise UserError(f'--fit_on: expected test or train, got {fit_on!r}')
   for flag, value in (('--n_estimators', n_estimators),
                       ('--max_samples', max_samples)):
     if value < 1:
       raise UserError(f'{flag}: must be a positive integer, got {value}')
+  if not 0 <= seed < 2**32:
+    raise UserError(f'--seed: must be in [0, 2**32), got {seed}')
   if primary is not None and primary not in spaces:
     raise UserError(f'--primary: {primary!r} is not among the analysed '
                     f'feature spaces ({", ".join(spaces)})')
@@ -225,7 +228,7 @@ def run_outlier_analysis(
   start = time.perf_counter()
   spaces = feature_spaces(features)
   contamination = parse_contamination(contamination)
-  _check_parameters(fit_on, n_estimators, max_samples, spaces, primary)
+  _check_parameters(fit_on, n_estimators, max_samples, seed, spaces, primary)
   primary = primary or spaces[0]
   predictions_path = os.path.join(workdir, 'predictions.csv')
   predictions = predictions_io.read_predictions(predictions_path)

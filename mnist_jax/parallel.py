@@ -30,8 +30,8 @@ def maybe_initialize_distributed() -> None:
   if os.environ.get('JAX_COORDINATOR_ADDRESS'):
     jax.distributed.initialize(
         coordinator_address=os.environ['JAX_COORDINATOR_ADDRESS'],
-        num_processes=int(os.environ['JAX_NUM_PROCESSES']),
-        process_id=int(os.environ['JAX_PROCESS_ID']))
+        num_processes=_int_from_env('JAX_NUM_PROCESSES'),
+        process_id=_int_from_env('JAX_PROCESS_ID'))
   elif os.environ.get('MNIST_JAX_DISTRIBUTED') == '1':
     jax.distributed.initialize()
   else:
@@ -39,6 +39,14 @@ def maybe_initialize_distributed() -> None:
   logging.info('jax.distributed: process %d of %d, %d local devices of %d',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+
+
+def _int_from_env(name: str) -> int:
+  value = os.environ.get(name, '')
+  if not value.isdigit():
+    raise UserError(f'environment variable {name}={value!r}: JAX_COORDINATOR_ADDRESS '
+                    'is set, so it must be a non-negative integer')
+  return int(value)
 
 
 def create_mesh() -> Mesh:

@@ -93,6 +93,8 @@ def _space_markdown(analysis: dict[str, Any], figures: dict[str, str]) -> str:
 def report_markdown(summary: dict[str, Any]) -> str:
   """report.md, every number taken from `summary` (as in outliers.json)."""
   params = summary['parameters']
+  overall = next(iter(summary['analyses'].values()))['overall']
+  accuracy = 1 - overall['num_misclassified'] / overall['num_images']
   lines = [
       '# Outliers among misclassified test images', '',
       summary['question'], '',
@@ -102,6 +104,9 @@ def report_markdown(summary: dict[str, Any]) -> str:
             for space, answer in summary['answers'].items()]
   lines += [
       '', '## Method', '',
+      f'- Model predictions: predictions.csv of the evaluated checkpoint, '
+      f'test accuracy {accuracy:.2%} ({overall["num_misclassified"]:,} of '
+      f'{overall["num_images"]:,} misclassified).',
       f'- Isolation Forest (scikit-learn), '
       f'n_estimators={params["n_estimators"]}, '
       f'max_samples={params["max_samples"]}, '

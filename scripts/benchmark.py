@@ -14,6 +14,7 @@ from ml_collections import config_flags
 from mnist_jax import benchmark
 from mnist_jax import cli
 from mnist_jax import io_utils
+from mnist_jax import parallel
 
 _OUT = flags.DEFINE_string('out', None, 'JSON file to write the figures to.')
 _STEPS_ONLY = flags.DEFINE_bool('steps_only', False, 'Time the train step only; '
@@ -27,13 +28,13 @@ config_flags.DEFINE_config_file('config', 'configs/fast.py', 'Config file.',
 def main(argv):
   del argv
   if _OUT.value:  # fail on an unwritable output before minutes of work
-    io_utils.ensure_writable_dir(io_utils.parent_dir(_OUT.value), '--out')
+    io_utils.ensure_writable_file_path(_OUT.value, '--out')
   result = benchmark.run_benchmark(flags.FLAGS.config, _WORKDIR.value,
                                    _STEPS_ONLY.value)
   result['config'] = flags.FLAGS['config'].config_filename
   text = json.dumps(result, indent=2)
   print(text)
-  if _OUT.value:
+  if _OUT.value and parallel.is_main_process():
     io_utils.write_text(_OUT.value, text + '\n')
 
 

@@ -4,7 +4,6 @@ Writes W/metrics.jsonl, TensorBoard scalars and orbax checkpoints (with the
 config) in W/checkpoints, and resumes from the latest checkpoint in W.
 """
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -23,6 +22,10 @@ def main(argv):
   del argv
   cli.log_devices()
   summary = train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  if not summary:
+    print(f'{_WORKDIR.value} holds a finished run and no metrics.jsonl; '
+          'nothing to train')
+    return
   print(f'test accuracy {summary["test_accuracy"]:.4f} on '
         f'{summary["test_examples"]} test images after epoch {summary["epoch"]} '
         f'({summary["elapsed"]:.1f} s)')

@@ -40,7 +40,7 @@ def tiny_idx_dir(tmp_path):
   return write_idx_folder(tmp_path / 'idx')
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def mnist_dir():
   if not os.path.isdir(MNIST_DIR):
     pytest.skip(f'real MNIST files not found at {MNIST_DIR} '

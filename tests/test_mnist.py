@@ -15,8 +15,7 @@ def _read_json(path):
 
 
 @pytest.fixture(scope='module')
-def mnist_run(tmp_path_factory, request):
-  mnist_dir = request.getfixturevalue('mnist_dir')
+def mnist_run(tmp_path_factory, mnist_dir):
   workdir = str(tmp_path_factory.mktemp('mnist'))
   result = run_script('train.py', '--config=configs/fast.py', f'--workdir={workdir}',
                       f'--config.data_dir={mnist_dir}')

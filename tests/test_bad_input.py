@@ -1,0 +1,59 @@
+"""Edge cases of input handling found in review: each is a UserError."""
+
+import math
+
+import pytest
+
+from configs import default
+from mnist_jax import config_checks
+from mnist_jax import io_utils
+from mnist_jax import metrics_log
+from mnist_jax import optim
+from mnist_jax import outlier_analysis
+from mnist_jax import parallel
+from mnist_jax.errors import UserError
+
+
+def test_warmup_cosine_with_one_step_per_epoch():
+  """Inference rebuilds the optimizer with one step per epoch."""
+  config = default.get_config()
+  config.schedule, config.num_epochs, config.warmup_epochs = 'warmup_cosine', 1, 0.5
+  schedule = optim.create_learning_rate_schedule(config, steps_per_epoch=1)
+  assert all(math.isfinite(float(schedule(step))) for step in range(3))
+
+
+def test_config_without_a_key_is_named():
+  config = default.get_config()
+  del config['label_smoothing']
+  with pytest.raises(UserError, match='--config.label_smoothing: missing'):
+    config_checks.validate_config(config)
+
+
+@pytest.mark.parametrize('variables, message', [
+    ({'JAX_NUM_PROCESSES': '2'}, 'JAX_PROCESS_ID'),
+    ({'JAX_NUM_PROCESSES': 'two', 'JAX_PROCESS_ID': '0'}, 'JAX_NUM_PROCESSES'),
+])
+def test_incomplete_distributed_environment(monkeypatch, variables, message):
+  monkeypatch.setenv('JAX_COORDINATOR_ADDRESS', 'localhost:1')
+  monkeypatch.delenv('JAX_PROCESS_ID', raising=False)
+  for name, value in variables.items():
+    monkeypatch.setenv(name, value)
+  with pytest.raises(UserError, match=message):
+    parallel.maybe_initialize_distributed()
+
+
+def test_corrupt_metrics_line(tmp_path):
+  (tmp_path / 'metrics.jsonl').write_text('{"epoch": 1}\n{"epoch": 2, \n')
+  with pytest.raises(UserError, match='metrics.jsonl: line 2 is not JSON'):
+    metrics_log.read_metrics(str(tmp_path))
+
+
+def test_output_path_that_is_a_directory(tmp_path):
+  with pytest.raises(UserError, match='--out .* is a directory'):
+    io_utils.ensure_writable_file_path(str(tmp_path), '--out')
+  assert io_utils.ensure_writable_file_path(str(tmp_path / 'new' / 'f.json'), '--out')
+
+
+def test_outlier_seed_out_of_range(tmp_path):
+  with pytest.raises(UserError, match=r'--seed: must be in \[0, 2\*\*32\)'):
+    outlier_analysis.run_outlier_analysis(str(tmp_path), seed=-1)
