@@ -1,5 +1,6 @@
-"""The most accurate single model in about a quarter of an hour on a 2-core
-CPU: a wider three-stage batch-norm CNN, random shifts, label smoothing."""
+"""The most accurate single model in under 15 minutes on a 2-core CPU: a
+wider three-stage batch-norm CNN, random shifts, rotations and scalings,
+label smoothing."""
 
 from configs import default
 
@@ -14,6 +15,8 @@ def get_config():
   config.schedule = 'onecycle'
   config.label_smoothing = 0.1
   config.max_shift = 2
+  config.max_rotation = 10.0
+  config.max_scale = 0.1
   config.batch_size = 64
-  config.num_epochs = 24
+  config.num_epochs = 23
   return config

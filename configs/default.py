@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.warmup_epochs = 0.0  # warmup_cosine only
   config.label_smoothing = 0.0
   config.max_shift = 2  # random translation of training images, pixels
+  config.max_rotation = 0.0  # random rotation, degrees (0: none)
+  config.max_scale = 0.0  # random scaling in [1 - s, 1 + s] (0: none)
   config.batch_size = 64  # small batches stay in cache: faster on CPU
   config.num_epochs = 14
   config.seed = 0

@@ -9,8 +9,8 @@ from mnist_jax.errors import UserError
 REQUIRED_KEYS = ('dataset', 'data_dir', 'tfds_data_dir', 'tfds_manual_dir',
                  'model', 'model_kwargs', 'optimizer', 'learning_rate',
                  'momentum', 'weight_decay', 'schedule', 'warmup_epochs',
-                 'label_smoothing', 'max_shift', 'batch_size', 'num_epochs',
-                 'seed', 'eval_batch_size', 'log_every_steps',
+                 'label_smoothing', 'max_shift', 'max_rotation', 'max_scale',
+                 'batch_size', 'num_epochs', 'seed', 'eval_batch_size', 'log_every_steps',
                  'checkpoint_every_steps', 'keep_checkpoints')
 
 
@@ -44,6 +44,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'must be in [0, 1), got {config.label_smoothing!r}')
   _require(0 <= config.max_shift <= 8, 'max_shift',
            f'must be 0-8 pixels, got {config.max_shift!r}')
+  _require(0 <= config.max_rotation <= 45, 'max_rotation',
+           f'must be 0-45 degrees, got {config.max_rotation!r}')
+  _require(0 <= config.max_scale < 1, 'max_scale',
+           f'must be in [0, 1), got {config.max_scale!r}')
   _require(config.checkpoint_every_steps >= 0, 'checkpoint_every_steps',
            f'must be >= 0, got {config.checkpoint_every_steps!r}')
   _require(config.keep_checkpoints >= 1, 'keep_checkpoints',

@@ -21,6 +21,7 @@ import optax
 from absl import logging
 from flax.training import train_state
 
+from mnist_jax import augment
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import config_checks
 from mnist_jax import data as data_lib
@@ -69,16 +70,6 @@ def to_float(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 255.0
 
 
-def random_shift(images: jax.Array, rng: jax.Array, max_shift: int) -> jax.Array:
-  """Translates each image by up to `max_shift` pixels, filling with zeros."""
-  batch, height, width, _ = images.shape
-  padded = jnp.pad(images, ((0, 0), (max_shift,) * 2, (max_shift,) * 2, (0, 0)))
-  offsets = jax.random.randint(rng, (batch, 2), 0, 2 * max_shift + 1)
-  crop = lambda image, offset: jax.lax.dynamic_slice(
-      image, (offset[0], offset[1], 0), (height, width, image.shape[-1]))
-  return jax.vmap(crop)(padded, offsets)
-
-
 def cross_entropy(logits: jax.Array, labels: jax.Array,
                   label_smoothing: float = 0.0) -> jax.Array:
   """Per-example cross-entropy against (optionally smoothed) one-hot labels."""
@@ -92,13 +83,13 @@ def _variables(state: TrainState, params: Any) -> dict[str, Any]:
 
 
 def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
-               max_shift: int = 0) -> tuple[TrainState, Metrics]:
+               max_shift: int = 0, max_rotation: float = 0.0,
+               max_scale: float = 0.0) -> tuple[TrainState, Metrics]:
   """One optimizer step on `batch` (uint8 'image', int32 'label')."""
   augment_rng, dropout_rng = jax.random.split(
       jax.random.fold_in(state.rng, state.step))
-  images = to_float(batch['image'])
-  if max_shift:
-    images = random_shift(images, augment_rng, max_shift)
+  images = augment.augment(to_float(batch['image']), augment_rng, max_shift,
+                           max_rotation, max_scale)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
@@ -215,7 +206,9 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   stays on the device and a step costs one dispatch and no host transfer.
   """
   step_fn = functools.partial(train_step, label_smoothing=config.label_smoothing,
-                              max_shift=config.max_shift)
+                              max_shift=config.max_shift,
+                              max_rotation=config.max_rotation,
+                              max_scale=config.max_scale)
 
   def train_fn(state, totals, batches, i):
     batch = jax.tree.map(lambda a: a[i], batches)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mnist_jax import augment
 from mnist_jax import config_checks
 from mnist_jax import data as data_lib
 from mnist_jax import models
@@ -81,7 +82,7 @@ def test_epoch_rows_depend_on_seed_and_epoch_only():
 def test_random_shift_moves_content_within_bounds():
   image = jnp.zeros((1, 28, 28, 1)).at[0, 10, 10, 0].set(1.0)
   images = jnp.repeat(image, 64, axis=0)
-  shifted = train.random_shift(images, jax.random.PRNGKey(0), max_shift=2)
+  shifted = augment.random_shift(images, jax.random.PRNGKey(0), max_shift=2)
   rows, cols = np.nonzero(np.asarray(shifted[..., 0]).sum(0))
   assert shifted.shape == images.shape
   assert rows.min() >= 8 and rows.max() <= 12 and cols.min() >= 8 and cols.max() <= 12
