@@ -38,6 +38,13 @@ def _manager(directory: str, keep: int | None = None,
                                item_names=('state', 'config'))
 
 
+def _saved_config(manager: ocp.CheckpointManager,
+                  step: int) -> ml_collections.ConfigDict:
+  saved = manager.restore(step, args=ocp.args.Composite(
+      config=ocp.args.JsonRestore()))['config']
+  return ml_collections.ConfigDict(saved)
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config saved with the latest checkpoint in `workdir`."""
   directory = checkpoint_dir(workdir)
@@ -48,9 +55,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   step = manager.latest_step()
   if step is None:
     raise UserError(f'{directory}: no complete checkpoint')
-  saved = manager.restore(step, args=ocp.args.Composite(
-      config=ocp.args.JsonRestore()))['config']
-  return ml_collections.ConfigDict(saved)
+  return _saved_config(manager, step)
 
 
 def config_differences(saved: ml_collections.ConfigDict,
@@ -84,9 +89,8 @@ class Checkpoints:
               sharding: jax.sharding.Sharding) -> tuple[Any, Any]:
     """The latest checkpoint, shaped like (`state`, `totals`), on `sharding`."""
     step = self.latest_step()
-    saved_config = ml_collections.ConfigDict(self._manager.restore(
-        step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config'])
-    differences = config_differences(saved_config, self._config)
+    differences = config_differences(_saved_config(self._manager, step),
+                                     self._config)
     if differences:
       raise UserError(
           f'{self.directory} holds a run of a different config '
