@@ -41,6 +41,8 @@ benchmark: setup
 	    --out=$(RESULTS)/benchmark_$(MACHINE)_default.json
 	$(BIN)/python scripts/benchmark.py --config=configs/cnn.py --steps_only \
 	    --out=$(RESULTS)/benchmark_$(MACHINE)_cnn.json
+	$(BIN)/python scripts/benchmark.py --config=configs/best.py --steps_only \
+	    --profile_ops=12 --out=$(RESULTS)/benchmark_$(MACHINE)_best_ops.json
 
 clean:
 	rm -rf $(VENV) runs

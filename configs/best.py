@@ -1,6 +1,9 @@
 """The most accurate single model in under 15 minutes on a 2-core CPU: a
 wider three-stage batch-norm CNN, random shifts, rotations and scalings,
-label smoothing."""
+label smoothing, evaluated with a moving average of its weights.
+
+Batch 32, not 64: this network runs 1.5x faster per image on XLA:CPU when a
+batch's activations stay in cache (README, Performance)."""
 
 from configs import default
 
@@ -14,9 +17,10 @@ def get_config():
   config.learning_rate = 0.005
   config.schedule = 'onecycle'
   config.label_smoothing = 0.1
+  config.ema_decay = 0.9995
   config.max_shift = 2
   config.max_rotation = 10.0
   config.max_scale = 0.1
-  config.batch_size = 64
-  config.num_epochs = 23
+  config.batch_size = 32
+  config.num_epochs = 38
   return config

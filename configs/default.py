@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule = 'onecycle'  # constant, cosine, warmup_cosine, onecycle
   config.warmup_epochs = 0.0  # warmup_cosine only
   config.label_smoothing = 0.0
+  config.ema_decay = 0.0  # > 0: evaluate a moving average of the weights
   config.max_shift = 2  # random translation of training images, pixels
   config.max_rotation = 0.0  # random rotation, degrees (0: none)
   config.max_scale = 0.0  # random scaling in [1 - s, 1 + s] (0: none)

@@ -21,6 +21,7 @@ from mnist_jax import config_checks
 from mnist_jax import data as data_lib
 from mnist_jax import metrics_log
 from mnist_jax import models
+from mnist_jax import op_profile
 from mnist_jax import parallel
 from mnist_jax import train
 
@@ -60,9 +61,10 @@ def _synthetic_split(num_examples: int) -> data_lib.Split:
       index=np.arange(num_examples))
 
 
-def time_train_step(config: ml_collections.ConfigDict,
-                    steps: int = 30) -> dict[str, float]:
-  """Median time of the jitted train step at the config's batch size."""
+def time_train_step(config: ml_collections.ConfigDict, steps: int = 30,
+                    profile_ops: int = 0) -> dict[str, Any]:
+  """Median time of the jitted train step at the config's batch size; with
+  `profile_ops`, also the step's costliest ops from a profiler trace."""
   mesh = parallel.create_mesh()
   parallel.check_divisible(config.batch_size, mesh, 'batch_size')
   replicated = parallel.replicated(mesh)
@@ -86,10 +88,19 @@ def time_train_step(config: ml_collections.ConfigDict,
     jax.block_until_ready(totals)
     times.append(time.perf_counter() - start)
   step_seconds = statistics.median(times)
-  return {'step_ms': 1000 * step_seconds,
-          'images_per_s': config.batch_size / step_seconds,
-          'flops_per_step': _cost_flops(compiled),
-          'compile_s': compile_seconds}
+  result = {'step_ms': 1000 * step_seconds,
+            'images_per_s': config.batch_size / step_seconds,
+            'flops_per_step': _cost_flops(compiled),
+            'compile_s': compile_seconds}
+  if profile_ops:
+    def run_steps():
+      nonlocal state, totals
+      for i in range(steps):
+        state, totals = compiled(state, totals, batches, i % num_batches)
+      return totals
+    result['top_ops'] = op_profile.costliest_ops(compiled, run_steps, steps,
+                                                 profile_ops)
+  return result
 
 
 def seconds_to_accuracy(records: list[dict[str, Any]],
@@ -110,12 +121,18 @@ def machine_description() -> dict[str, Any]:
 
 
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None = None,
-                  steps_only: bool = False, steps: int = 30) -> dict[str, Any]:
-  """Step timing, utilisation and (unless `steps_only`) a real training run."""
+                  steps_only: bool = False, steps: int = 30,
+                  profile_ops: int = 0) -> dict[str, Any]:
+  """Step timing, utilisation and (unless `steps_only`) a real training run.
+
+  With `profile_ops` > 0 the result has `top_ops`: the step's costliest
+  operations (see `op_profile`; on CPU call `op_profile.enable_cpu_op_events`
+  before any computation).
+  """
   config_checks.validate_config(config)
   result = {'machine': machine_description(), 'model': config.model,
             'batch_size': config.batch_size}
-  result.update(time_train_step(config, steps))
+  result.update(time_train_step(config, steps, profile_ops))
   result['matmul_peak_flops'] = matmul_peak_flops()
   result['utilization'] = (result['flops_per_step'] / (result['step_ms'] / 1000)
                            / result['matmul_peak_flops'])

@@ -16,6 +16,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import serialization
 
+from mnist_jax import config_checks
 from mnist_jax.errors import UserError
 
 # Keys that may change between a run and its resumption: where data is read
@@ -40,9 +41,10 @@ def _manager(directory: str, keep: int | None = None,
 
 def _saved_config(manager: ocp.CheckpointManager,
                   step: int) -> ml_collections.ConfigDict:
+  """The config saved with checkpoint `step`, completed with keys added since."""
   saved = manager.restore(step, args=ocp.args.Composite(
       config=ocp.args.JsonRestore()))['config']
-  return ml_collections.ConfigDict(saved)
+  return config_checks.with_later_keys(ml_collections.ConfigDict(saved))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -68,6 +70,15 @@ def config_differences(saved: ml_collections.ConfigDict,
           for key in keys if saved_dict.get(key) != current_dict.get(key)]
 
 
+def _state_tree(state: Any) -> dict[str, Any]:
+  """The train state as orbax saves it. Without EMA, `ema` is left out, so
+  the tree is the one checkpoints had before EMA existed (they still load)."""
+  tree = serialization.to_state_dict(state)
+  if 'ema' in tree and not tree['ema']:
+    del tree['ema']
+  return tree
+
+
 class Checkpoints:
   """Saves and restores (train state, epoch totals) under WORKDIR/checkpoints."""
 
@@ -80,7 +91,7 @@ class Checkpoints:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, totals: Any) -> None:
-    tree = {'state': serialization.to_state_dict(state), 'totals': totals}
+    tree = {'state': _state_tree(state), 'totals': totals}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(tree),
         config=ocp.args.JsonSave(self._config.to_dict())))
@@ -95,7 +106,7 @@ class Checkpoints:
       raise UserError(
           f'{self.directory} holds a run of a different config '
           f'({"; ".join(differences)}); use a new --workdir or the same config')
-    target = {'state': serialization.to_state_dict(state), 'totals': totals}
+    target = {'state': _state_tree(state), 'totals': totals}
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
         target)
@@ -105,7 +116,7 @@ class Checkpoints:
     except (ValueError, KeyError) as e:
       raise UserError(f'{self.directory}: checkpoint {step} does not match '
                       f'this model ({str(e).splitlines()[0]})') from None
-    return (serialization.from_state_dict(state, restored['state']),
+    return (serialization.from_state_dict(state, {'ema': {}, **restored['state']}),
             restored['totals'])
 
   def close(self) -> None:

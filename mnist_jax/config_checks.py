@@ -9,9 +9,24 @@ from mnist_jax.errors import UserError
 REQUIRED_KEYS = ('dataset', 'data_dir', 'tfds_data_dir', 'tfds_manual_dir',
                  'model', 'model_kwargs', 'optimizer', 'learning_rate',
                  'momentum', 'weight_decay', 'schedule', 'warmup_epochs',
-                 'label_smoothing', 'max_shift', 'max_rotation', 'max_scale',
-                 'batch_size', 'num_epochs', 'seed', 'eval_batch_size', 'log_every_steps',
-                 'checkpoint_every_steps', 'keep_checkpoints')
+                 'label_smoothing', 'ema_decay', 'max_shift', 'max_rotation',
+                 'max_scale', 'batch_size', 'num_epochs', 'seed',
+                 'eval_batch_size', 'log_every_steps', 'checkpoint_every_steps',
+                 'keep_checkpoints')
+
+
+# Keys added after the first release, with the value that means "off": a
+# checkpoint saved before a key existed was trained with that value.
+LATER_KEYS = {'max_rotation': 0.0, 'max_scale': 0.0, 'ema_decay': 0.0}
+
+
+def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` plus any missing LATER_KEYS at their "off" values."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key, value in LATER_KEYS.items():
+    if key not in config:
+      config[key] = value
+  return config
 
 
 def _require(condition: bool, flag: str, message: str) -> None:
@@ -42,6 +57,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'got {config.warmup_epochs!r}')
   _require(0 <= config.label_smoothing < 1, 'label_smoothing',
            f'must be in [0, 1), got {config.label_smoothing!r}')
+  _require(0 <= config.ema_decay < 1, 'ema_decay',
+           f'must be in [0, 1), got {config.ema_decay!r}')
   _require(0 <= config.max_shift <= 8, 'max_shift',
            f'must be 0-8 pixels, got {config.max_shift!r}')
   _require(0 <= config.max_rotation <= 45, 'max_rotation',

@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -37,13 +38,17 @@ Metrics = dict[str, jax.Array]
 
 
 class TrainState(train_state.TrainState):
-  """Params and optimizer state (from flax), plus BN statistics and a key.
+  """Params and optimizer state (from flax), plus BN statistics, a key and
+  an optional moving average of the weights.
 
   Per-step randomness (augmentation, dropout) is `fold_in(rng, step)`, so a
-  resumed run draws the same numbers as an uninterrupted one.
+  resumed run draws the same numbers as an uninterrupted one. `ema` is
+  `{'params', 'batch_stats'}` averaged over steps when `config.ema_decay` > 0
+  (evaluation and prediction then use it), and `{}` otherwise.
   """
   batch_stats: Any
   rng: jax.Array
+  ema: Any = flax.struct.field(default_factory=dict)
 
 
 def create_train_state(model: nn.Module, config: ml_collections.ConfigDict,
@@ -58,9 +63,12 @@ def create_train_state(model: nn.Module, config: ml_collections.ConfigDict,
   def init(rng):
     init_rng, state_rng = jax.random.split(rng)
     variables = model.init(init_rng, jnp.zeros((1,) + data_lib.IMAGE_SHAPE))
+    batch_stats = variables.get('batch_stats', {})
+    ema = ({'params': variables['params'], 'batch_stats': batch_stats}
+           if config.ema_decay else {})
     return TrainState.create(
         apply_fn=model.apply, params=variables['params'], tx=tx,
-        batch_stats=variables.get('batch_stats', {}), rng=state_rng)
+        batch_stats=batch_stats, rng=state_rng, ema=ema)
 
   return jax.jit(init, out_shardings=sharding)(rng)
 
@@ -82,9 +90,29 @@ def _variables(state: TrainState, params: Any) -> dict[str, Any]:
   return {'params': params, 'batch_stats': state.batch_stats}
 
 
+def inference_variables(state: TrainState) -> dict[str, Any]:
+  """The weights evaluation and prediction use: the moving average if kept."""
+  return state.ema or _variables(state, state.params)
+
+
+def update_ema(state: TrainState, decay: float) -> TrainState:
+  """Moves `state.ema` towards the current weights.
+
+  The decay ramps up as min(decay, (1 + n) / (10 + n)) after the n-th update
+  (as in tf.train.ExponentialMovingAverage), so early averages are not
+  dominated by the random initialisation.
+  """
+  step = state.step.astype(jnp.float32)
+  decay = jnp.minimum(decay, (1 + step) / (10 + step))
+  ema = optax.incremental_update(_variables(state, state.params), state.ema,
+                                 1 - decay)
+  return state.replace(ema=ema)
+
+
 def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
                max_shift: int = 0, max_rotation: float = 0.0,
-               max_scale: float = 0.0) -> tuple[TrainState, Metrics]:
+               max_scale: float = 0.0,
+               ema_decay: float = 0.0) -> tuple[TrainState, Metrics]:
   """One optimizer step on `batch` (uint8 'image', int32 'label')."""
   augment_rng, dropout_rng = jax.random.split(
       jax.random.fold_in(state.rng, state.step))
@@ -102,6 +130,8 @@ def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
   (_, (logits, updates)), grads = grad_fn(state.params)
   state = state.apply_gradients(
       grads=grads, batch_stats=updates.get('batch_stats', state.batch_stats))
+  if ema_decay:
+    state = update_ema(state, ema_decay)
   metrics = {
       'loss_sum': cross_entropy(logits, batch['label']).sum(),
       'correct': jnp.sum(jnp.argmax(logits, -1) == batch['label']),
@@ -112,8 +142,7 @@ def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
 
 def eval_step(state: TrainState, batch: Batch) -> Metrics:
   """Summed loss and correct count over the examples whose 'mask' is 1."""
-  logits = state.apply_fn(_variables(state, state.params),
-                          to_float(batch['image']))
+  logits = state.apply_fn(inference_variables(state), to_float(batch['image']))
   mask = batch['mask']
   return {
       'loss_sum': jnp.sum(cross_entropy(logits, batch['label']) * mask),
@@ -124,7 +153,7 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
 
 def predict_step(state: TrainState, images: jax.Array) -> dict[str, jax.Array]:
   """Class probabilities and penultimate features of uint8 images."""
-  logits, features = state.apply_fn(_variables(state, state.params),
+  logits, features = state.apply_fn(inference_variables(state),
                                     to_float(images), return_features=True)
   return {'probabilities': jax.nn.softmax(logits), 'features': features}
 
@@ -208,7 +237,8 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   step_fn = functools.partial(train_step, label_smoothing=config.label_smoothing,
                               max_shift=config.max_shift,
                               max_rotation=config.max_rotation,
-                              max_scale=config.max_scale)
+                              max_scale=config.max_scale,
+                              ema_decay=config.ema_decay)
 
   def train_fn(state, totals, batches, i):
     batch = jax.tree.map(lambda a: a[i], batches)

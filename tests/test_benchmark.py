@@ -2,9 +2,12 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from mnist_jax import benchmark
+from mnist_jax import op_profile
 
 from conftest import run_script, tiny_config
 
@@ -32,7 +35,7 @@ def test_script_with_training_run(tmp_path, tiny_idx_dir):
   result = run_script('benchmark.py', f'--config.data_dir={tiny_idx_dir}',
                       '--config.model_kwargs.widths=(8,16)', '--config.num_epochs=2',
                       '--config.batch_size=64', '--config.eval_batch_size=100',
-                      f'--out={out}')
+                      '--profile_ops=8', f'--out={out}')
   assert result.returncode == 0, result.stderr
   figures = json.loads(out.read_text())
   for key in ('step_ms', 'images_per_s', 'flops_per_step', 'utilization',
@@ -42,3 +45,17 @@ def test_script_with_training_run(tmp_path, tiny_idx_dir):
   assert [e['epoch'] for e in figures['epochs']] == [1, 2]
   assert figures['test_examples'] == 200
   assert figures['config'] == 'configs/fast.py'
+  top_ops = figures['top_ops']
+  assert len(top_ops) == 8
+  assert all(op['ms'] > 0 and 0 < op['share'] <= 1 for op in top_ops)
+  assert [op['ms'] for op in top_ops] == sorted((op['ms'] for op in top_ops),
+                                               reverse=True)
+  assert any('Conv' in op['op'] for op in top_ops), top_ops
+
+
+def test_instruction_ops_name_the_jax_operations():
+  compiled = jax.jit(lambda x: jnp.sin(x) @ x).lower(jnp.ones((8, 8))).compile()
+  ops = op_profile.instruction_ops(compiled.as_text())
+  assert any(op.endswith('sin') for op in ops.values()), ops
+  assert any(op.endswith('dot_general') for op in ops.values()), ops
+  assert not any(op.startswith('jit(') for op in ops.values())

@@ -34,10 +34,14 @@ def test_cnn_matches_flax_example_parameter_count():
 
 @pytest.mark.parametrize('reduce, flax_pool', [(jnp.max, nn.max_pool),
                                                (jnp.mean, nn.avg_pool)])
-def test_pool_2x2_equals_flax_pooling(reduce, flax_pool):
+def test_pool_2x2_equals_flax_pooling_and_its_gradient(reduce, flax_pool):
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 6, 3))
-  np.testing.assert_allclose(models.pool_2x2(x, reduce),
-                             flax_pool(x, (2, 2), strides=(2, 2)), rtol=1e-6)
+  pool = lambda x: models.pool_2x2(x, reduce)
+  flax_2x2 = lambda x: flax_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_allclose(pool(x), flax_2x2(x), rtol=1e-6)
+  weights = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 3, 3))
+  grad = lambda f: jax.grad(lambda x: jnp.sum(f(x) * weights))(x)
+  np.testing.assert_allclose(grad(pool), grad(flax_2x2), rtol=1e-6)
 
 
 def test_unknown_model_name():

@@ -35,7 +35,8 @@ def data_dir(tmp_path_factory):
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, data_dir):
   flags = ('--config.num_epochs=3', '--config.checkpoint_every_steps=5',
-           '--config.keep_checkpoints=3', '--config.max_shift=2')
+           '--config.keep_checkpoints=3', '--config.max_shift=2',
+           '--config.ema_decay=0.9')
   reference = tmp_path / 'reference'
   assert run_script('train.py', *train_args(reference, data_dir, *flags)).returncode == 0
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mnist_jax import augment
+from mnist_jax import checkpoint
 from mnist_jax import config_checks
 from mnist_jax import data as data_lib
 from mnist_jax import models
@@ -49,6 +50,38 @@ def test_batch_norm_statistics_update(tiny_idx_dir):
   new_state, _ = train.train_step(state, batch)
   before, after = jax.tree.leaves(state.batch_stats), jax.tree.leaves(new_state.batch_stats)
   assert before and any(not np.allclose(a, b) for a, b in zip(before, after))
+
+
+def test_ema_follows_the_weights_and_is_what_evaluation_uses(tiny_idx_dir):
+  _, state, batch = _state_and_batch(tiny_idx_dir, ema_decay=0.99)
+  assert jax.tree.all(jax.tree.map(jnp.array_equal, state.ema,
+                                   {'params': state.params,
+                                    'batch_stats': state.batch_stats}))
+  new, _ = train.train_step(state, batch, ema_decay=0.99)
+  # After the first update the decay is ramped to min(0.99, 2 / 11).
+  expected = jax.tree.map(lambda old, now: (2 * old + 9 * now) / 11,
+                          state.params, new.params)
+  assert jax.tree.all(jax.tree.map(
+      lambda a, b: jnp.allclose(a, b, atol=1e-6), new.ema['params'], expected))
+  assert not jax.tree.all(jax.tree.map(jnp.allclose, new.ema['params'], new.params))
+
+  batch['mask'] = jnp.ones(64)
+  logits = new.apply_fn(new.ema, train.to_float(batch['image']))
+  expected_loss = train.cross_entropy(logits, batch['label']).sum()
+  assert float(train.eval_step(new, batch)['loss_sum']) == pytest.approx(
+      float(expected_loss), rel=1e-5)
+  assert not new.replace(ema={}).ema  # without EMA, the live weights
+  assert float(train.eval_step(new.replace(ema={}), batch)['loss_sum']) != (
+      pytest.approx(float(expected_loss), rel=1e-5))
+
+
+def test_checkpoint_config_from_before_a_key_existed_still_matches(tiny_idx_dir):
+  current = tiny_config(tiny_idx_dir)
+  old = current.copy_and_resolve_references()
+  for key in config_checks.LATER_KEYS:
+    del old[key]
+  assert checkpoint.config_differences(config_checks.with_later_keys(old),
+                                       current) == []
 
 
 def test_eval_counts_every_example_once(tiny_idx_dir):
@@ -123,6 +156,7 @@ def test_training_is_deterministic_and_learns(tiny_idx_dir, tmp_path):
     ('optimizer', 'lion', "--config.optimizer: unknown optimizer 'lion'"),
     ('schedule', 'step', "--config.schedule: unknown schedule 'step'"),
     ('warmup_epochs', 2.0, r'--config.warmup_epochs: must be in \[0, num_epochs=2\)'),
+    ('ema_decay', 1.0, r'--config.ema_decay: must be in \[0, 1\)'),
 ])
 def test_invalid_config_values(tiny_idx_dir, key, value, message):
   config = tiny_config(tiny_idx_dir, **{key: value})
