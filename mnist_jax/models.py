@@ -64,19 +64,20 @@ class CNN(nn.Module):
 class ConvNet(nn.Module):
   """A VGG-style CNN with batch norm: the accurate model.
 
-  Each stage is `convs_per_stage` 3x3 conv-BN-ReLU layers of `widths[i]`
-  channels followed by a 2x2 max pool (28 -> 14 -> 7 -> 4); then a dense
-  layer of `dense` units with dropout, and the classifier.
+  Stage i is `convs_per_stage` 3x3 conv-BN-ReLU layers of `widths[i]`
+  channels (one count for every stage, or one count per stage) followed by
+  a 2x2 max pool (28 -> 14 -> 7 -> 4); then a dense layer of `dense` units
+  with dropout, and the classifier.
   """
   widths: Sequence[int] = (32, 64)
-  convs_per_stage: int = 2
+  convs_per_stage: int | Sequence[int] = 2
   dense: int = 256
   dropout: float = 0.25
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
-    for width in self.widths:
-      for _ in range(self.convs_per_stage):
+    for width, num_convs in zip(self.widths, self.stage_conv_counts):
+      for _ in range(num_convs):
         x = nn.Conv(width, (3, 3), use_bias=False)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         x = nn.relu(x)
@@ -86,6 +87,23 @@ class ConvNet(nn.Module):
     x = nn.Dropout(self.dropout, deterministic=not train)(features)
     logits = nn.Dense(NUM_CLASSES)(x)
     return (logits, features) if return_features else logits
+
+  def __post_init__(self):
+    # Checked at construction, so a bad config fails before any file is made.
+    self.stage_conv_counts  # pylint: disable=pointless-statement
+    super().__post_init__()
+
+  @property
+  def stage_conv_counts(self) -> tuple[int, ...]:
+    """`convs_per_stage` as one count per stage."""
+    counts = self.convs_per_stage
+    if isinstance(counts, int):
+      return (counts,) * len(self.widths)
+    if len(counts) != len(self.widths):
+      raise UserError(
+          f'--config.model_kwargs.convs_per_stage: {tuple(counts)} has '
+          f'{len(counts)} entries for {len(self.widths)} widths')
+    return tuple(counts)
 
 
 MODELS = {'mlp': MLP, 'cnn': CNN, 'convnet': ConvNet}

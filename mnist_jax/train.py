@@ -343,11 +343,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   start_time = time.time()
   config_checks.validate_config(config)
   config = _with_absolute_paths(config)
+  model = models.create_model(config)
   io_utils.ensure_writable_dir(workdir)
   mesh = parallel.create_mesh()
   parallel.check_divisible(config.batch_size, mesh, 'batch_size')
   parallel.check_divisible(config.eval_batch_size, mesh, 'eval_batch_size')
-  model = models.create_model(config)
   train_split = data_lib.load_split(config, 'train')
   test_split = data_lib.load_split(config, 'test')
   steps_per_epoch = len(train_split) // config.batch_size

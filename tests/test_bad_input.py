@@ -11,6 +11,7 @@ from mnist_jax import metrics_log
 from mnist_jax import optim
 from mnist_jax import outlier_analysis
 from mnist_jax import parallel
+from mnist_jax import train
 from mnist_jax.errors import UserError
 
 
@@ -57,3 +58,12 @@ def test_output_path_that_is_a_directory(tmp_path):
 def test_outlier_seed_out_of_range(tmp_path):
   with pytest.raises(UserError, match=r'--seed: must be in \[0, 2\*\*32\)'):
     outlier_analysis.run_outlier_analysis(str(tmp_path), seed=-1)
+
+
+def test_bad_model_kwargs_fail_before_the_workdir_is_made(tmp_path):
+  config = default.get_config()
+  config.model_kwargs = {'widths': (8, 16, 32), 'convs_per_stage': (1, 2)}
+  workdir = tmp_path / 'run'
+  with pytest.raises(UserError, match='convs_per_stage: .* 2 entries for 3 widths'):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()

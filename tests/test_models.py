@@ -49,3 +49,25 @@ def test_unknown_model_name():
   config.model = 'resnet9000'
   with pytest.raises(UserError, match="--config.model: unknown model 'resnet9000'"):
     models.create_model(config)
+
+
+def _conv_kernel_shapes(model: nn.Module) -> list[tuple[int, ...]]:
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))['params']
+  return [params[f'Conv_{i}']['kernel'].shape
+          for i in range(sum(name.startswith('Conv_') for name in params))]
+
+
+def test_convnet_conv_counts_per_stage():
+  model = models.ConvNet(widths=(4, 8, 16), convs_per_stage=(1, 1, 2))
+  assert _conv_kernel_shapes(model) == [(3, 3, 1, 4), (3, 3, 4, 8),
+                                        (3, 3, 8, 16), (3, 3, 16, 16)]
+  same_for_all = models.ConvNet(widths=(4, 8), convs_per_stage=2)
+  assert _conv_kernel_shapes(same_for_all) == [(3, 3, 1, 4), (3, 3, 4, 4),
+                                               (3, 3, 4, 8), (3, 3, 8, 8)]
+
+
+def test_convnet_conv_counts_must_match_widths():
+  config = default.get_config()
+  config.model_kwargs = {'widths': (4, 8, 16), 'convs_per_stage': (1, 2)}
+  with pytest.raises(UserError, match=r'convs_per_stage: \(1, 2\) has 2 entries for 3 widths'):
+    models.create_model(config)
