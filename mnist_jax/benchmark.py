@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mnist_jax import config_checks
 from mnist_jax import data as data_lib
@@ -38,18 +39,32 @@ def _median_seconds(fn, *args, repeats: int) -> float:
   return statistics.median(times)
 
 
-def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
-  """FLOP/s of a float32 [size, size] matmul: the machine's practical peak."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-  seconds = _median_seconds(jax.jit(lambda x: x @ x), a, repeats=repeats)
-  return 2 * size**3 / seconds
+def matmul_peak_flops(mesh: Mesh, size: int = 2048, repeats: int = 10) -> float:
+  """FLOP/s of float32 [size, size] matmuls, one per device of `mesh` at once.
+
+  The practical peak of the devices the train step runs on. Measured on all
+  of them together rather than on one and multiplied: devices that share
+  hardware (`--xla_force_host_platform_device_count` on one CPU) share its
+  peak too.
+  """
+  sharding = NamedSharding(mesh, P(parallel.DATA_AXIS))
+  a = jax.jit(lambda: jax.random.normal(jax.random.PRNGKey(0),
+                                       (mesh.size, size, size), jnp.float32),
+              out_shardings=sharding)()
+  matmuls = jax.jit(lambda x: x @ x, out_shardings=sharding)
+  seconds = _median_seconds(matmuls, a, repeats=repeats)
+  return mesh.size * 2 * size**3 / seconds
 
 
-def _cost_flops(compiled) -> float:
+def _cost_flops(compiled, num_devices: int) -> float:
+  """FLOPs of one execution on all devices.
+
+  XLA's cost analysis counts the partitioned program, i.e. one device's share.
+  """
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # older jax: one dict per device
     analysis = analysis[0]
-  return float(analysis.get('flops', float('nan')))
+  return num_devices * float(analysis.get('flops', float('nan')))
 
 
 def _synthetic_split(num_examples: int) -> data_lib.Split:
@@ -90,7 +105,7 @@ def time_train_step(config: ml_collections.ConfigDict, steps: int = 30,
   step_seconds = statistics.median(times)
   result = {'step_ms': 1000 * step_seconds,
             'images_per_s': config.batch_size / step_seconds,
-            'flops_per_step': _cost_flops(compiled),
+            'flops_per_step': _cost_flops(compiled, mesh.size),
             'compile_s': compile_seconds}
   if profile_ops:
     def run_steps():
@@ -133,7 +148,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None = None,
   result = {'machine': machine_description(), 'model': config.model,
             'batch_size': config.batch_size}
   result.update(time_train_step(config, steps, profile_ops))
-  result['matmul_peak_flops'] = matmul_peak_flops()
+  result['matmul_peak_flops'] = matmul_peak_flops(parallel.create_mesh())
   result['utilization'] = (result['flops_per_step'] / (result['step_ms'] / 1000)
                            / result['matmul_peak_flops'])
   if steps_only:

@@ -30,6 +30,27 @@ def test_step_figures(tiny_idx_dir):
   assert 1e6 < figures['flops_per_step'] < 1e12
 
 
+def test_flops_and_peak_count_every_device(tmp_path, tiny_idx_dir):
+  """On two devices each runs half the batch: XLA's cost analysis counts one
+  device's share, the figures must count the whole step on both."""
+  config_flags = ('--config=configs/default.py', f'--config.data_dir={tiny_idx_dir}',
+                  '--config.model_kwargs.widths=(8,16)', '--config.batch_size=64',
+                  '--steps_only')
+  figures = {}
+  for devices in (1, 2):
+    out = tmp_path / f'{devices}.json'
+    result = run_script('benchmark.py', *config_flags, f'--out={out}', env={
+        'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'})
+    assert result.returncode == 0, result.stderr
+    figures[devices] = json.loads(out.read_text())
+    assert figures[devices]['machine']['device_count'] == devices
+  assert figures[2]['flops_per_step'] == pytest.approx(figures[1]['flops_per_step'],
+                                                       rel=0.02)
+  for f in figures.values():
+    assert f['utilization'] == pytest.approx(
+        f['flops_per_step'] / (f['step_ms'] / 1000) / f['matmul_peak_flops'])
+
+
 def test_script_with_training_run(tmp_path, tiny_idx_dir):
   out = tmp_path / 'bench.json'
   result = run_script('benchmark.py', f'--config.data_dir={tiny_idx_dir}',
