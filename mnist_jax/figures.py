@@ -29,7 +29,7 @@ def score_histogram(path: str, scores: np.ndarray, misclassified: np.ndarray,
   """Densities of the IF score of correct and misclassified images."""
   fig = Figure(figsize=(7, 4))
   ax = fig.subplots()
-  bins = np.linspace(scores.min(), scores.max(), 50)
+  bins = np.histogram_bin_edges(scores, bins=50)  # widened if all scores are equal
   for mask, name in ((~misclassified, 'correct'),
                      (misclassified, 'misclassified')):
     if mask.any():

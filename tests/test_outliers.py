@@ -13,6 +13,7 @@ from scipy.stats import contingency
 
 from mnist_jax import data as data_lib
 from mnist_jax import evaluate
+from mnist_jax import figures
 from mnist_jax import outlier_analysis
 from mnist_jax import outliers
 from mnist_jax import predictions_io
@@ -457,3 +458,13 @@ def test_bad_parameters(tmp_path, kwargs, message):
   with pytest.raises(UserError, match=message):
     outlier_analysis.run_outlier_analysis(str(workdir), **kwargs)
   assert _outputs(workdir) == []
+
+
+@pytest.mark.filterwarnings('error')  # zero-width bins: division by zero, empty plot
+def test_score_histogram_of_equal_scores(tmp_path):
+  """IsolationForest gives every image the same score when all images are
+  the same; the histogram must still have bars."""
+  path = tmp_path / 'scores.png'
+  figures.score_histogram(str(path), np.full(20, -0.1),
+                          np.arange(20) % 4 == 0, 'equal scores')
+  assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
