@@ -30,7 +30,7 @@ def test_step_figures(tiny_idx_dir):
   assert 1e6 < figures['flops_per_step'] < 1e12
 
 
-def test_flops_and_peak_count_every_device(tmp_path, tiny_idx_dir):
+def test_flops_count_every_device(tmp_path, tiny_idx_dir):
   """On two devices each runs half the batch: XLA's cost analysis counts one
   device's share, the figures must count the whole step on both."""
   config_flags = ('--config=configs/default.py', f'--config.data_dir={tiny_idx_dir}',
@@ -46,9 +46,6 @@ def test_flops_and_peak_count_every_device(tmp_path, tiny_idx_dir):
     assert figures[devices]['machine']['device_count'] == devices
   assert figures[2]['flops_per_step'] == pytest.approx(figures[1]['flops_per_step'],
                                                        rel=0.02)
-  for f in figures.values():
-    assert f['utilization'] == pytest.approx(
-        f['flops_per_step'] / (f['step_ms'] / 1000) / f['matmul_peak_flops'])
 
 
 def test_script_with_training_run(tmp_path, tiny_idx_dir):
