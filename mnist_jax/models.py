@@ -36,6 +36,23 @@ def max_pool_2x2_ceil(x: jnp.ndarray) -> jnp.ndarray:
   return pool_2x2(jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))))
 
 
+def space_to_depth(x: jnp.ndarray) -> jnp.ndarray:
+  """[B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 4C]: each 2x2 patch becomes the
+  channels of one pixel, in `tf.nn.space_to_depth`'s order (row, column,
+  channel). An odd last row or column is padded with zeros first.
+
+  Halves the resolution like a 2x2 pool but keeps every activation.
+  """
+  b, h, w, c = x.shape
+  x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+  h, w = h + h % 2, w + w % 2
+  x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // 2, w // 2, 4 * c)
+
+
+DOWNSAMPLINGS = ('max_pool', 'space_to_depth')
+
+
 class MLP(nn.Module):
   """784-128-10 perceptron."""
   hidden: int = 128
@@ -65,22 +82,36 @@ class ConvNet(nn.Module):
   """A VGG-style CNN with batch norm: the accurate model.
 
   Stage i is `convs_per_stage` 3x3 conv-BN-ReLU layers of `widths[i]`
-  channels (one count for every stage, or one count per stage) followed by
-  a 2x2 max pool (28 -> 14 -> 7 -> 4); then a dense layer of `dense` units
-  with dropout, and the classifier.
+  channels (one count for every stage, or one count per stage); then a dense
+  layer of `dense` units with dropout, and the classifier.
+
+  `downsample` says how the stages halve the resolution:
+  - 'max_pool': a 2x2 max pool after each stage (28 -> 14 -> 7 -> 4).
+  - 'space_to_depth': a `space_to_depth` before each stage (28 -> 14 -> 7)
+    and one max pool after the last. Nothing is dropped, and a stage's
+    convolutions read four times the previous stage's channels: on XLA:CPU a
+    convolution with 128 input channels runs at 1.7x the FLOP rate of one
+    with 32 (README, Performance).
   """
   widths: Sequence[int] = (32, 64)
   convs_per_stage: int | Sequence[int] = 2
   dense: int = 256
   dropout: float = 0.25
+  downsample: str = 'max_pool'
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
+    space_to_depth_stages = self.downsample == 'space_to_depth'
     for width, num_convs in zip(self.widths, self.stage_conv_counts):
+      if space_to_depth_stages:
+        x = space_to_depth(x)
       for _ in range(num_convs):
         x = nn.Conv(width, (3, 3), use_bias=False)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         x = nn.relu(x)
+      if not space_to_depth_stages:
+        x = max_pool_2x2_ceil(x)
+    if space_to_depth_stages:
       x = max_pool_2x2_ceil(x)
     x = x.reshape(x.shape[0], -1)
     features = nn.relu(nn.Dense(self.dense)(x))
@@ -91,6 +122,10 @@ class ConvNet(nn.Module):
   def __post_init__(self):
     # Checked at construction, so a bad config fails before any file is made.
     self.stage_conv_counts  # pylint: disable=pointless-statement
+    if self.downsample not in DOWNSAMPLINGS:
+      raise UserError(
+          f'--config.model_kwargs.downsample: unknown {self.downsample!r}; '
+          f'choose one of {", ".join(DOWNSAMPLINGS)}')
     super().__post_init__()
 
   @property

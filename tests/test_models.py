@@ -6,13 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import cnn, default, mlp
+from configs import cnn, default, mlp, s2d
 from mnist_jax import models
+from mnist_jax import tensorflow_env
 from mnist_jax.errors import UserError
 
 
 @pytest.mark.parametrize('get_config, feature_dim', [
-    (default.get_config, 256), (cnn.get_config, 256), (mlp.get_config, 128)])
+    (default.get_config, 256), (s2d.get_config, 256), (cnn.get_config, 256),
+    (mlp.get_config, 128)])
 def test_logits_and_features(get_config, feature_dim):
   model = models.create_model(get_config())
   images = jnp.zeros((3, 28, 28, 1))
@@ -70,4 +72,37 @@ def test_convnet_conv_counts_must_match_widths():
   config = default.get_config()
   config.model_kwargs = {'widths': (4, 8, 16), 'convs_per_stage': (1, 2)}
   with pytest.raises(UserError, match=r'convs_per_stage: \(1, 2\) has 2 entries for 3 widths'):
+    models.create_model(config)
+
+
+def test_space_to_depth_matches_tensorflow():
+  tf = tensorflow_env.import_tensorflow()
+  x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (2, 6, 4, 3)))
+  np.testing.assert_array_equal(models.space_to_depth(jnp.asarray(x)),
+                                tf.nn.space_to_depth(x, 2).numpy())
+
+
+def test_space_to_depth_pads_odd_sizes_with_zeros():
+  x = jnp.arange(1.0, 1 + 7 * 7 * 2).reshape(1, 7, 7, 2)
+  y = models.space_to_depth(x)
+  assert y.shape == (1, 4, 4, 8)
+  even = models.space_to_depth(jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0))))
+  np.testing.assert_array_equal(y, even)
+  assert int(jnp.sum(y == 0)) == (8 * 8 - 7 * 7) * 2  # only the padding
+
+
+def test_convnet_space_to_depth_stages():
+  model = models.ConvNet(widths=(4, 16), convs_per_stage=(1, 2), dense=32,
+                         downsample='space_to_depth')
+  # 28x28x1 -> 14x14x4 -> conv 4 -> 7x7x16 -> conv 16, conv 16 -> pool 4x4x16.
+  assert _conv_kernel_shapes(model) == [(3, 3, 4, 4), (3, 3, 16, 16),
+                                        (3, 3, 16, 16)]
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))['params']
+  assert params['Dense_0']['kernel'].shape == (4 * 4 * 16, 32)
+
+
+def test_convnet_unknown_downsampling():
+  config = s2d.get_config()
+  config.model_kwargs.downsample = 'stride'
+  with pytest.raises(UserError, match=r"downsample: unknown 'stride'; choose one of max_pool, space_to_depth"):
     models.create_model(config)

@@ -30,10 +30,14 @@ def _state_and_batch(tiny_idx_dir, **overrides):
   return config, state, batch
 
 
-@pytest.mark.parametrize('model', ['mlp', 'cnn', 'convnet'])
+@pytest.mark.parametrize('model', ['mlp', 'cnn', 'convnet', 'convnet_s2d'])
 def test_train_steps_lower_the_loss(tiny_idx_dir, model):
   overrides = {'model': model, 'schedule': 'constant', 'learning_rate': 0.003}
-  if model != 'convnet':
+  if model == 'convnet_s2d':
+    overrides.update(model='convnet', model_kwargs={
+        'widths': (16, 64), 'convs_per_stage': (1, 1),
+        'downsample': 'space_to_depth'})
+  elif model != 'convnet':
     overrides['model_kwargs'] = {}
   _, state, batch = _state_and_batch(tiny_idx_dir, **overrides)
   step = jax.jit(train.train_step)
