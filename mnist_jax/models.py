@@ -27,13 +27,18 @@ def pool_2x2(x: jnp.ndarray, reduce: Callable = jnp.max) -> jnp.ndarray:
   return reduce(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
 
 
+def _pad_to_even(x: jnp.ndarray) -> jnp.ndarray:
+  """Adds a row and a column of zeros to odd H and W (NHWC)."""
+  _, h, w, _ = x.shape
+  return jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+
+
 def max_pool_2x2_ceil(x: jnp.ndarray) -> jnp.ndarray:
   """2x2/2 max pool that keeps the last row and column of odd sizes (7 -> 4).
 
   Pads with zeros, which is exact for non-negative (post-ReLU) inputs.
   """
-  _, h, w, _ = x.shape
-  return pool_2x2(jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))))
+  return pool_2x2(_pad_to_even(x))
 
 
 def space_to_depth(x: jnp.ndarray) -> jnp.ndarray:
@@ -43,9 +48,8 @@ def space_to_depth(x: jnp.ndarray) -> jnp.ndarray:
 
   Halves the resolution like a 2x2 pool but keeps every activation.
   """
+  x = _pad_to_even(x)
   b, h, w, c = x.shape
-  x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
-  h, w = h + h % 2, w + w % 2
   x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
   return x.reshape(b, h // 2, w // 2, 4 * c)
 
