@@ -25,6 +25,7 @@ from mnist_jax import models
 from mnist_jax import op_profile
 from mnist_jax import parallel
 from mnist_jax import train
+from mnist_jax.errors import UserError
 
 ACCURACY_MILESTONES = (0.99, 0.995)
 
@@ -145,6 +146,10 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None = None,
   before any computation).
   """
   config_checks.validate_config(config)
+  if workdir and not steps_only and os.path.exists(
+      os.path.join(workdir, 'metrics.jsonl')):
+    raise UserError(f'--workdir {workdir!r} already holds a training run; the '
+                    'benchmark times a fresh one, so give a new folder')
   result = {'machine': machine_description(), 'model': config.model,
             'batch_size': config.batch_size}
   result.update(time_train_step(config, steps, profile_ops))

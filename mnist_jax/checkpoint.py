@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 from flax import serialization
 
 from mnist_jax import config_checks
+from mnist_jax import orbax_errors
 from mnist_jax.errors import UserError
 
 # Keys that may change between a run and its resumption: where data is read
@@ -35,15 +36,35 @@ def _manager(directory: str, keep: int | None = None,
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=not read_only, read_only=read_only,
       enable_async_checkpointing=False)
-  return ocp.CheckpointManager(directory, options=options,
-                               item_names=('state', 'config'))
+  # Handlers declared up front (orbax would otherwise pick the same ones on
+  # first use) so that item_metadata() can read the state's shapes before any
+  # restore.
+  return ocp.CheckpointManager(
+      directory, options=options,
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'config': ocp.JsonCheckpointHandler()})
+
+
+def _unreadable(directory: str, step: int, error: BaseException) -> UserError:
+  return UserError(f'{directory}: checkpoint {step} is unreadable (corrupt or '
+                   f'incomplete?): {orbax_errors.first_line(error)}')
 
 
 def _saved_config(manager: ocp.CheckpointManager,
                   step: int) -> ml_collections.ConfigDict:
   """The config saved with checkpoint `step`, completed with keys added since."""
-  saved = manager.restore(step, args=ocp.args.Composite(
-      config=ocp.args.JsonRestore()))['config']
+  directory = str(manager.directory)
+  try:
+    saved = manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore()))['config']
+  # Broad on purpose, around this one orbax call only: a missing, unreadable
+  # or malformed file comes back as FileNotFoundError, PermissionError,
+  # json.JSONDecodeError or whatever else orbax raises, with no common base.
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    raise _unreadable(directory, step, e) from e
+  if not isinstance(saved, dict):
+    raise _unreadable(directory, step, TypeError(
+        f'config/metadata holds a JSON {type(saved).__name__}, not an object'))
   return config_checks.with_later_keys(ml_collections.ConfigDict(saved))
 
 
@@ -68,6 +89,30 @@ def config_differences(saved: ml_collections.ConfigDict,
   keys = sorted((saved_dict.keys() | current_dict.keys()) - RESUMABLE_KEYS)
   return [f'{key}: {saved_dict.get(key)!r} -> {current_dict.get(key)!r}'
           for key in keys if saved_dict.get(key) != current_dict.get(key)]
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """Each array's shape by its path in `tree`, e.g. "['state']['step']"."""
+  return {jax.tree_util.keystr(path): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _first_mismatch(saved: dict[str, tuple[int, ...]],
+                    wanted: dict[str, tuple[int, ...]]) -> str | None:
+  """The first way the saved arrays differ from the model's, or None. Paths
+  and shapes are all orbax insists on (it casts dtypes)."""
+  missing = sorted(wanted.keys() - saved.keys())
+  if missing:
+    return f'the checkpoint has no array {missing[0]}'
+  extra = sorted(saved.keys() - wanted.keys())
+  if extra:
+    return f'the checkpoint has an array {extra[0]} this model lacks'
+  changed = [path for path in sorted(wanted) if saved[path] != wanted[path]]
+  if changed:
+    path = changed[0]
+    return (f'{path} has shape {saved[path]} in the checkpoint, '
+            f'{wanted[path]} in this model')
+  return None
 
 
 def _state_tree(state: Any) -> dict[str, Any]:
@@ -110,14 +155,37 @@ class Checkpoints:
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
         target)
-    try:
-      restored = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract)))['state']
-    except (ValueError, KeyError) as e:
-      raise UserError(f'{self.directory}: checkpoint {step} does not match '
-                      f'this model ({str(e).splitlines()[0]})') from None
+    with orbax_errors.failed_read_debris_dropped():
+      self._check_shapes(step, target)
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))['state']
+      # Broad on purpose, around this one orbax call only: the layout was
+      # checked above, so what is left is the files, and orbax reports a
+      # truncated or missing data file as a bare Exception (wrapping
+      # tensorstore's ValueError), damaged array metadata as a JSONDecodeError.
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        raise _unreadable(self.directory, step, e) from e
     return (serialization.from_state_dict(state, {'ema': {}, **restored['state']}),
             restored['totals'])
+
+  def _check_shapes(self, step: int, target: Any) -> None:
+    """Tells a checkpoint saved for another model from an unreadable one, by
+    the paths and shapes in its metadata: orbax raises ValueError for a
+    mismatch and for many kinds of damage alike."""
+    try:
+      saved = self._manager.item_metadata(step)['state']
+    # Broad on purpose, as in restore(): a missing state/ folder is a
+    # KeyError, a damaged _METADATA a JSONDecodeError, a damaged OCDBT
+    # manifest or .zarray a ValueError from tensorstore.
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise _unreadable(self.directory, step, e) from e
+    if saved is None:  # no _METADATA: orbax restores without it, unchecked
+      return
+    mismatch = _first_mismatch(_shapes(saved), _shapes(target))
+    if mismatch:
+      raise UserError(f'{self.directory}: checkpoint {step} does not match '
+                      f'this model ({mismatch})')
 
   def close(self) -> None:
     self._manager.wait_until_finished()

@@ -11,6 +11,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import logging
 import jax
 
+from mnist_jax import flag_parsing
 from mnist_jax import parallel
 from mnist_jax.errors import UserError
 
@@ -28,8 +29,21 @@ class _QuietLibraries(logging.logging.Filter):
         '/orbax/' not in record.pathname)
 
 
+def _fail(message: str) -> None:
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flag_parsing.parse_flags(argv)
+  except UserError as e:
+    _fail(str(e))
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-  """absl's app.run, with UserError printed as 'error: ...' and exit code 2."""
+  """absl's app.run, with bad flags and UserError printed as one line,
+  'error: ...', and exit code 2."""
 
   def guarded_main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraries())
@@ -37,7 +51,6 @@ def run(main: Callable[[list[str]], None]) -> None:
       parallel.maybe_initialize_distributed()
       main(argv)
     except UserError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
+      _fail(str(e))
 
-  app.run(guarded_main)
+  app.run(guarded_main, flags_parser=_parse_flags)

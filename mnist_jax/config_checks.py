@@ -69,3 +69,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'must be >= 0, got {config.checkpoint_every_steps!r}')
   _require(config.keep_checkpoints >= 1, 'keep_checkpoints',
            f'must be >= 1, got {config.keep_checkpoints!r}')
+  _require(config.log_every_steps >= 0, 'log_every_steps',
+           f'must be >= 0, got {config.log_every_steps!r}')
+  _require(isinstance(config.seed, int) and 0 <= config.seed < 2**32, 'seed',
+           f'must be an integer in [0, 2**32), got {config.seed!r}')
+  _require(0 <= config.momentum < 1, 'momentum',
+           f'must be in [0, 1), got {config.momentum!r}')
+  _require(config.weight_decay >= 0, 'weight_decay',
+           f'must be >= 0, got {config.weight_decay!r}')

@@ -8,11 +8,12 @@ number of examples, per-class accuracy and the confusion matrix
 """
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
 import numpy as np
+from sklearn import metrics
 
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
@@ -20,7 +21,9 @@ from mnist_jax import io_utils
 from mnist_jax import models
 from mnist_jax import parallel
 from mnist_jax import train
+from mnist_jax.errors import UserError
 
+OUTPUT_NAMES = ('predictions.csv', 'eval.json')
 PREDICTION_COLUMNS = (['index', 'label', 'prediction', 'confidence'] +
                       [f'prob_{k}' for k in range(data_lib.NUM_CLASSES)])
 
@@ -46,11 +49,61 @@ def restore_trained_state(
   return config, state
 
 
+def check_data_dir(workdir: str, data_dir: str | None,
+                   config: ml_collections.ConfigDict | None = None) -> None:
+  """Rejects a missing data folder, naming where it came from.
+
+  `data_dir` is the --data_dir flag (None when not given); without it the
+  data folder is the one saved in the checkpoint's config (`config`, read
+  from `workdir` when not given). Checked here because data.py's own message
+  names --config.data_dir, a flag that evaluation and outliers do not have.
+  An empty saved data_dir means tensorflow-datasets, which needs no folder.
+  """
+  if data_dir is not None:
+    if not data_dir:
+      raise UserError('--data_dir: empty; give a folder of IDX files or leave '
+                      'the flag out to use the one saved with the checkpoint')
+    if not os.path.isdir(os.path.expanduser(data_dir)):
+      raise UserError(f'--data_dir: data folder {data_dir!r} does not exist')
+    return
+  if config is None:
+    config = checkpoint_lib.read_config(workdir)
+  saved = config.data_dir
+  if saved and not os.path.isdir(os.path.expanduser(saved)):
+    raise UserError(f'data folder {saved!r} saved with the checkpoint in '
+                    f'--workdir {workdir!r} does not exist (moved?); pass '
+                    '--data_dir with the folder of IDX files')
+
+
+def check_output_paths(workdir: str, names: Sequence[str]) -> list[str]:
+  """The paths of `names` in `workdir`, each checked to be writable as a file.
+
+  Called before anything is computed, so that a name taken by a folder stops
+  the run before any result of the set is written over.
+  """
+  return [io_utils.ensure_writable_file_path(os.path.join(workdir, name),
+                                             '--workdir')
+          for name in names]
+
+
+def device_batch_size(batch_size: int, num_devices: int) -> int:
+  """The smallest multiple of `num_devices` that is >= `batch_size`.
+
+  Evaluation pads the last batch and drops the padding, so any batch size
+  works once it splits over the devices; rounding up keeps a checkpoint's
+  eval_batch_size usable on another device count.
+  """
+  return -(-batch_size // num_devices) * num_devices
+
+
 def predict(state: train.TrainState, split: data_lib.Split,
             batch_size: int) -> dict[str, np.ndarray]:
-  """Probabilities [N, 10] and penultimate features [N, D] of every example."""
+  """Probabilities [N, 10] and penultimate features [N, D] of every example.
+
+  `batch_size` is rounded up to a multiple of the device count.
+  """
   mesh = parallel.create_mesh()
-  parallel.check_divisible(batch_size, mesh, 'eval_batch_size')
+  batch_size = device_batch_size(batch_size, mesh.size)
   batches = train.device_eval_batches(split, batch_size,
                                       parallel.stacked_batches_sharding(mesh))
   predict_fn = jax.jit(lambda s, b, i: train.predict_step(s, b['image'][i]),
@@ -61,16 +114,11 @@ def predict(state: train.TrainState, split: data_lib.Split,
   return {key: value[:len(split)] for key, value in stacked.items()}
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-  """Counts [true label, prediction]."""
-  matrix = np.zeros((data_lib.NUM_CLASSES,) * 2, np.int64)
-  np.add.at(matrix, (labels, predictions), 1)
-  return matrix
-
-
 def eval_summary(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+  """The contents of eval.json, from true labels [N] and probabilities [N, 10]."""
   predictions = probabilities.argmax(-1)
-  matrix = confusion_matrix(labels, predictions)
+  matrix = metrics.confusion_matrix(labels, predictions,
+                                    labels=range(data_lib.NUM_CLASSES))
   per_class = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
   return {
       'accuracy': float(np.mean(predictions == labels)),
@@ -89,17 +137,24 @@ def predictions_csv(split: data_lib.Split, probabilities: np.ndarray) -> str:
       [f'{p:.6f}' for p in probs] for index, label, probs in rows))
 
 
-def evaluate_workdir(workdir: str,
-                     config_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Writes W/predictions.csv and W/eval.json for the latest checkpoint."""
-  config, state = restore_trained_state(workdir, config_overrides)
-  io_utils.ensure_writable_dir(workdir)
+def evaluate_workdir(workdir: str, data_dir: str | None = None) -> dict[str, Any]:
+  """Writes W/predictions.csv and W/eval.json for the latest checkpoint.
+
+  `data_dir` (the --data_dir flag) replaces the data folder saved with the
+  checkpoint. Every input and output path is checked before anything is
+  computed or written.
+  """
+  check_data_dir(workdir, data_dir, checkpoint_lib.read_config(workdir))
+  paths = check_output_paths(workdir, OUTPUT_NAMES)
+  overrides = {} if data_dir is None else {'data_dir': data_dir}
+  config, state = restore_trained_state(workdir, overrides)
   test_split = data_lib.load_split(config, 'test')
   outputs = predict(state, test_split, config.eval_batch_size)
   summary = eval_summary(test_split.labels, outputs['probabilities'])
   summary['step'] = int(state.step)
   if parallel.is_main_process():
-    io_utils.write_text(os.path.join(workdir, 'predictions.csv'),
+    predictions_path, eval_path = paths
+    io_utils.write_text(predictions_path,
                         predictions_csv(test_split, outputs['probabilities']))
-    io_utils.write_json(os.path.join(workdir, 'eval.json'), summary)
+    io_utils.write_json(eval_path, summary)
   return summary

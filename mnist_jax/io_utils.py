@@ -11,6 +11,17 @@ from typing import Any, Iterable, Iterator, Sequence
 from mnist_jax.errors import UserError
 
 
+def _read_umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+# Read once at import, before any thread starts: os.umask can only be read by
+# setting it, which would race with a thread creating files.
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path beside `path`; renames it onto `path` on success.
@@ -22,6 +33,9 @@ def atomic_path(path: str) -> Iterator[str]:
   fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix=suffix)
   os.close(fd)
   try:
+    # mkstemp makes the file owner-only; give the result the mode a plain
+    # open() would, so results stay readable as the umask intends.
+    os.chmod(tmp_path, 0o666 & ~_UMASK)
     yield tmp_path
     os.replace(tmp_path, path)
   finally:

@@ -57,9 +57,23 @@ def space_to_depth(x: jnp.ndarray) -> jnp.ndarray:
 DOWNSAMPLINGS = ('max_pool', 'space_to_depth')
 
 
+def _require_kwarg(condition: bool, name: str, message: str) -> None:
+  if not condition:
+    raise UserError(f'--config.model_kwargs.{name}: {message}')
+
+
+def _is_positive_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 class MLP(nn.Module):
   """784-128-10 perceptron."""
   hidden: int = 128
+
+  def __post_init__(self):
+    _require_kwarg(_is_positive_int(self.hidden), 'hidden',
+                   f'must be a positive integer, got {self.hidden!r}')
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
@@ -125,11 +139,19 @@ class ConvNet(nn.Module):
 
   def __post_init__(self):
     # Checked at construction, so a bad config fails before any file is made.
-    self.stage_conv_counts  # pylint: disable=pointless-statement
-    if self.downsample not in DOWNSAMPLINGS:
-      raise UserError(
-          f'--config.model_kwargs.downsample: unknown {self.downsample!r}; '
-          f'choose one of {", ".join(DOWNSAMPLINGS)}')
+    widths = tuple(self.widths) if isinstance(self.widths, Sequence) else ()
+    _require_kwarg(widths and all(map(_is_positive_int, widths)), 'widths',
+                   f'must be positive integers, one per stage, got {self.widths!r}')
+    _require_kwarg(all(map(_is_positive_int, self.stage_conv_counts)),
+                   'convs_per_stage', 'must be positive integers, got '
+                   f'{self.convs_per_stage!r}')
+    _require_kwarg(_is_positive_int(self.dense), 'dense',
+                   f'must be a positive integer, got {self.dense!r}')
+    _require_kwarg(0 <= self.dropout < 1, 'dropout',
+                   f'must be in [0, 1), got {self.dropout!r}')
+    _require_kwarg(self.downsample in DOWNSAMPLINGS, 'downsample',
+                   f'unknown {self.downsample!r}; choose one of '
+                   f'{", ".join(DOWNSAMPLINGS)}')
     super().__post_init__()
 
   @property
@@ -138,10 +160,10 @@ class ConvNet(nn.Module):
     counts = self.convs_per_stage
     if isinstance(counts, int):
       return (counts,) * len(self.widths)
-    if len(counts) != len(self.widths):
-      raise UserError(
-          f'--config.model_kwargs.convs_per_stage: {tuple(counts)} has '
-          f'{len(counts)} entries for {len(self.widths)} widths')
+    _require_kwarg(
+        len(counts) == len(self.widths), 'convs_per_stage',
+        f'{tuple(counts)} has {len(counts)} entries for {len(self.widths)} '
+        'widths; give one count per stage, or one integer for all')
     return tuple(counts)
 
 

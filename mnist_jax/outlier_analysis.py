@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mnist_jax import checkpoint as checkpoint_lib
+from mnist_jax import evaluate
 from mnist_jax import figures
 from mnist_jax import io_utils
 from mnist_jax import outlier_features
@@ -39,6 +41,8 @@ from mnist_jax.predictions_io import Predictions
 
 FEATURE_SPACES = ('pixels', 'embeddings')
 FIT_SETS = ('test', 'train')
+# Written beside the figures, in this order of check_output_paths' result.
+TABLE_AND_REPORT_NAMES = ('outliers.csv', 'report.md', 'outliers.json')
 OUTLIER_COLUMNS = ('index', 'label', 'prediction', 'correct', 'if_score',
                    'is_outlier', 'suspicion', 'rank')
 NUM_LISTED = 20
@@ -233,6 +237,14 @@ def run_outlier_analysis(
   predictions_path = os.path.join(workdir, 'predictions.csv')
   predictions = predictions_io.read_predictions(predictions_path)
   io_utils.ensure_writable_dir(workdir)
+  # Every input and output path is checked before the minutes of work, so
+  # that a bad one stops the run before any file of the set is written over.
+  csv_path, report_path, json_path = evaluate.check_output_paths(
+      workdir, TABLE_AND_REPORT_NAMES)
+  evaluate.check_output_paths(workdir, [
+      name for space in spaces for name in figures.figure_names(space).values()])
+  if data_dir is not None or os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
+    evaluate.check_data_dir(workdir, data_dir)
   data = outlier_features.load_features(workdir, spaces, fit_on, data_dir)
   predictions_io.check_against_split(predictions_path, predictions, data.test,
                                      data.source)
@@ -263,11 +275,9 @@ def run_outlier_analysis(
   summary = _summary(workdir, predictions, primary, params, analyses, seconds,
                      elapsed=time.perf_counter() - start)
   if writes:
-    io_utils.write_text(os.path.join(workdir, 'outliers.csv'),
-                        outliers_csv(predictions, arrays[primary]))
-    io_utils.write_text(os.path.join(workdir, 'report.md'),
-                        report.report_markdown(summary))
-    io_utils.write_json(os.path.join(workdir, 'outliers.json'), summary)
+    io_utils.write_text(csv_path, outliers_csv(predictions, arrays[primary]))
+    io_utils.write_text(report_path, report.report_markdown(summary))
+    io_utils.write_json(json_path, summary)
     for space in FEATURE_SPACES:
       if space not in spaces:
         figures.remove_figures(workdir, space)

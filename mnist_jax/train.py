@@ -277,13 +277,24 @@ def summarize(totals: Metrics) -> dict[str, float]:
 # ------------------------------------------------------------------- the loop
 
 
-def _check_finite(totals: Metrics, checkpoint_dir: str) -> None:
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def _check_finite(state: TrainState, totals: Metrics, checkpoint_dir: str) -> None:
+  """Stops on a NaN or infinite loss, or weights: a step's loss is computed
+  before its update, so an update that overflows shows only in the weights."""
   bad_step = int(jax.device_get(totals['nonfinite_step']))
   if bad_step >= 0:
-    raise UserError(
-        f'non-finite training loss at step {bad_step + 1}; stopped without '
-        f'saving it, the last good checkpoint stays in {checkpoint_dir} '
-        '(lower --config.learning_rate?)')
+    what = f'training loss at step {bad_step + 1}'
+  elif not bool(jax.device_get(_all_finite(state.params))):
+    what = f'weights after step {int(state.step)}'
+  else:
+    return
+  raise UserError(
+      f'non-finite {what}; stopped without saving it, the last good '
+      f'checkpoint stays in {checkpoint_dir} (lower --config.learning_rate?)')
 
 
 def _log_progress(epoch: int, steps_run: int, step_in_epoch: int,
@@ -324,13 +335,13 @@ def _train_epoch(train_fn, state: TrainState, totals: Metrics, batches: Batch,
     if done == steps_per_epoch:
       break
     if done % log_every == 0:
-      _check_finite(totals, checkpoints.directory)
+      _check_finite(state, totals, checkpoints.directory)
       _log_progress(epoch, done - first, done, steps_per_epoch, totals,
                     epoch_start, config.batch_size)
     if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-      _check_finite(totals, checkpoints.directory)
+      _check_finite(state, totals, checkpoints.directory)
       checkpoints.save(step, state, totals)
-  _check_finite(totals, checkpoints.directory)
+  _check_finite(state, totals, checkpoints.directory)
   return state, totals
 
 
@@ -344,7 +355,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   config_checks.validate_config(config)
   config = _with_absolute_paths(config)
   model = models.create_model(config)
-  io_utils.ensure_writable_dir(workdir)
   mesh = parallel.create_mesh()
   parallel.check_divisible(config.batch_size, mesh, 'batch_size')
   parallel.check_divisible(config.eval_batch_size, mesh, 'eval_batch_size')
@@ -354,6 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if steps_per_epoch == 0:
     raise UserError(f'--config.batch_size={config.batch_size} is larger than '
                     f'the {len(train_split)} training examples')
+  io_utils.ensure_writable_dir(workdir)  # only once the inputs are known good
   logging.info('%d training and %d test examples, %d steps per epoch on %d '
                'device(s)', len(train_split), len(test_split), steps_per_epoch,
                mesh.size)
@@ -375,6 +386,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   test_batches = device_eval_batches(test_split, config.eval_batch_size,
                                      batches_sharding)
   summary = log.last()
+  # A resumed run's clock goes on from its last logged epoch (the time spent
+  # in an interrupted epoch is lost with it).
+  elapsed_before = summary.get('elapsed', 0.0)
   for epoch in range(start_step // steps_per_epoch + 1, config.num_epochs + 1):
     rows = epoch_rows(len(train_split), config.batch_size, config.seed, epoch)
     batches = device_train_batches(train_split, rows, batches_sharding)
@@ -388,7 +402,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                'test_loss': test_metrics['loss'],
                'test_accuracy': test_metrics['accuracy'],
                'test_examples': test_metrics['count'],
-               'elapsed': time.time() - start_time}
+               'elapsed': elapsed_before + time.time() - start_time}
     log.write(summary)
     totals = jax.device_put(zero_totals(), replicated)
     checkpoints.save(int(state.step), state, totals)

@@ -21,8 +21,8 @@ from mnist_jax import parallel
 _OUT = flags.DEFINE_string('out', None, 'JSON file to write the figures to.')
 _STEPS_ONLY = flags.DEFINE_bool('steps_only', False, 'Time the train step only; '
                                 'no training run.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Keep the training run here '
-                               '(default: a temporary folder).')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Keep the training run here, '
+                               'a new folder (default: a temporary one).')
 _PROFILE_OPS = flags.DEFINE_integer(
     'profile_ops', 0, 'Also list the N operations of the train step that take '
     'the most time (a jax.profiler trace of 30 steps; 0: off).', lower_bound=0)

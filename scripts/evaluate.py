@@ -17,8 +17,7 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Folder of IDX files, if not '
 
 def main(argv):
   del argv
-  overrides = {} if _DATA_DIR.value is None else {'data_dir': _DATA_DIR.value}
-  summary = evaluate.evaluate_workdir(_WORKDIR.value, overrides)
+  summary = evaluate.evaluate_workdir(_WORKDIR.value, _DATA_DIR.value)
   print(f'test accuracy {summary["accuracy"]:.4f} on '
         f'{summary["num_examples"]} test images '
         f'({summary["num_misclassified"]} misclassified), checkpoint step '

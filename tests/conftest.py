@@ -69,3 +69,14 @@ def run_script(script, *args, env=None, timeout=600):
       [sys.executable, os.path.join('scripts', script), *args],
       cwd=REPO_ROOT, capture_output=True, text=True, env=full_env,
       timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+  """A script's bad-input exit: code 2, one 'error: ' line holding every
+  fragment, no traceback."""
+  assert result.returncode == 2, result.stderr
+  assert 'Traceback' not in result.stderr, result.stderr
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1, result.stderr
+  for fragment in fragments:
+    assert fragment in errors[0], errors[0]

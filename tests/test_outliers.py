@@ -345,7 +345,7 @@ def test_script_end_to_end_pixels(tmp_path):
   assert summary['parameters']['max_samples'] == 256
   assert summary['parameters']['contamination'] == 0.05
   assert summary['parameters']['fit_on'] == 'test'
-  assert 0 < summary['elapsed_seconds'] < 60
+  assert 0 < sum(summary['seconds'].values()) <= summary['elapsed_seconds']
   assert sum(c['num_images'] for c in pixels['per_class']) == 200
   assert pixels['top_label_error_candidates'][0]['index'] == 7
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, run_script, write_idx_folder
-from test_scripts import assert_one_line_error, train_args
+from conftest import REPO_ROOT, assert_one_line_error, run_script, write_idx_folder
+from test_scripts import train_args
 
 EIGHT_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
 FLAGS = ('--config.num_epochs=1', '--config.max_shift=1')

@@ -9,7 +9,7 @@ import pytest
 
 from mnist_jax import data as data_lib
 
-from conftest import run_script, write_idx_folder
+from conftest import assert_one_line_error, run_script, write_idx_folder
 
 TINY_FLAGS = ('--config.model_kwargs.widths=(8,16)', '--config.model_kwargs.dense=32',
               '--config.batch_size=64', '--config.eval_batch_size=64')
@@ -18,15 +18,6 @@ TINY_FLAGS = ('--config.model_kwargs.widths=(8,16)', '--config.model_kwargs.dens
 def train_args(workdir, data_dir, *extra):
   return (f'--workdir={workdir}', f'--config.data_dir={data_dir}',
           '--config.num_epochs=2', *TINY_FLAGS, *extra)
-
-
-def assert_one_line_error(result, *fragments):
-  assert result.returncode != 0
-  assert 'Traceback' not in result.stderr, result.stderr
-  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
-  assert len(errors) == 1, result.stderr
-  for fragment in fragments:
-    assert fragment in errors[0], errors[0]
 
 
 def snapshot(folder):
@@ -80,9 +71,67 @@ def test_bad_config_values(tmp_path, tiny_idx_dir, flags, fragments):
   assert not workdir.exists()  # rejected before anything was written
 
 
+CONFIG_FILES = {
+    'syntax.py': ('def get_config(:\n', 'invalid syntax'),
+    'no_get_config.py': ('x = 1\n', "has no attribute 'get_config'"),
+    'returns_int.py': ('def get_config():\n  return 3\n',
+                       'get_config() returned int, not a ConfigDict'),
+    'raises.py': ('def get_config():\n  raise ValueError("bad width")\n',
+                  'bad width'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(CONFIG_FILES))
+def test_config_file_that_does_not_load(tmp_path, name):
+  text, reason = CONFIG_FILES[name]
+  path = tmp_path / name
+  path.write_text(text)
+  for extra in ((), ('--config.batch_size=8',)):  # with an override too
+    result = run_script('train.py', f'--workdir={tmp_path / "w"}',
+                        f'--config={path}', *extra)
+    assert_one_line_error(result, str(path), reason)
+  assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.parametrize('script, flags, fragments', [
+    ('train.py', ('--config=configs/nope.py',),
+     ('--config=configs/nope.py', 'No such file')),
+    ('train.py', ('--config=configs/fast.py', '--config.btach_size=8'),
+     ('--config.btach_size: configs/fast.py has no such key',)),
+    ('train.py', ('--config=configs/fast.py', '--config.model_kwargs.downsample=x'),
+     ('--config.model_kwargs.downsample: configs/fast.py has no such key',)),
+    ('train.py', ('--config=configs/fast.py', '--config.batch_size=abc'),
+     ('--config.batch_size=abc', 'invalid literal')),
+    ('benchmark.py', ('--config=configs/fast.py', '--config.nosuch=1'),
+     ('--config.nosuch: configs/fast.py has no such key',)),
+    ('outliers.py', ('--features=all',), ('--features=all',)),
+    ('evaluate.py', (), ('--workdir',)),
+])
+def test_bad_flags_are_one_line(tmp_path, script, flags, fragments):
+  result = run_script(script, f'--workdir={tmp_path / "w"}' if script != 'evaluate.py'
+                      else '--data_dir=x', *flags)
+  assert_one_line_error(result, *fragments)  # absl alone: exit 1, traceback
+
+
+@pytest.mark.parametrize('flags, fragment', [
+    (('--config.model_kwargs.dense=0',),
+     '--config.model_kwargs.dense: must be a positive integer, got 0'),
+    (('--config.model_kwargs.widths=(0,32)',), '--config.model_kwargs.widths'),
+    (('--config.model_kwargs.dropout=1.5',), '--config.model_kwargs.dropout'),
+    (('--config.model_kwargs.convs_per_stage=-1',),
+     '--config.model_kwargs.convs_per_stage'),
+])
+def test_bad_model_kwargs(tmp_path, tiny_idx_dir, flags, fragment):
+  workdir = tmp_path / 'w'
+  result = run_script('train.py', *train_args(workdir, tiny_idx_dir, *flags))
+  assert_one_line_error(result, fragment)
+  assert not workdir.exists()
+
+
 def test_missing_data_folder(tmp_path):
   result = run_script('train.py', *train_args(tmp_path / 'w', tmp_path / 'nope'))
   assert_one_line_error(result, 'does not exist', str(tmp_path / 'nope'))
+  assert not (tmp_path / 'w').exists()  # no empty workdir left behind
 
 
 def test_corrupt_idx_file(tmp_path):
@@ -92,6 +141,7 @@ def test_corrupt_idx_file(tmp_path):
     f.truncate(20)
   result = run_script('train.py', *train_args(tmp_path / 'w', data_dir))
   assert_one_line_error(result, path, 'corrupt or truncated gzip')
+  assert not (tmp_path / 'w').exists()
 
 
 def test_unwritable_workdir(tmp_path, tiny_idx_dir):

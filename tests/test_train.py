@@ -8,11 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import default
 from mnist_jax import augment
 from mnist_jax import checkpoint
 from mnist_jax import config_checks
 from mnist_jax import data as data_lib
 from mnist_jax import models
+from mnist_jax import optim
 from mnist_jax import parallel
 from mnist_jax import train
 from mnist_jax.errors import UserError
@@ -47,6 +49,51 @@ def test_train_steps_lower_the_loss(tiny_idx_dir, model):
     losses.append(float(metrics['loss_sum']) / int(metrics['count']))
   assert int(state.step) == 5
   assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize('optimizer, learning_rate', [
+    ('sgd', 0.1), ('momentum', 0.03), ('nesterov', 0.03), ('adamw', 0.003)])
+def test_every_optimizer_lowers_the_loss(tiny_idx_dir, optimizer, learning_rate):
+  _, state, batch = _state_and_batch(
+      tiny_idx_dir, optimizer=optimizer, learning_rate=learning_rate,
+      schedule='constant', weight_decay=1e-4)
+  step = jax.jit(train.train_step)
+  losses = []
+  for _ in range(5):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics['loss_sum']) / int(metrics['count']))
+  assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize('schedule, checks', [
+    # (step, expected learning rate) from each schedule's definition; 2
+    # epochs of 10 steps, peak 0.1, warm-up 0.5 epochs.
+    ('constant', [(0, 0.1), (19, 0.1)]),
+    ('cosine', [(0, 0.1), (10, 0.05), (20, 0.0)]),
+    ('warmup_cosine', [(0, 0.0), (5, 0.1), (20, 0.0)]),
+    ('onecycle', [(6, 0.1), (20, 0.0)]),
+])
+def test_learning_rate_schedules(schedule, checks):
+  config = default.get_config()
+  config.update(schedule=schedule, learning_rate=0.1, num_epochs=2,
+                warmup_epochs=0.5)
+  lr = optim.create_learning_rate_schedule(config, steps_per_epoch=10)
+  for step, expected in checks:
+    assert float(lr(step)) == pytest.approx(expected, abs=1e-6), (step, float(lr(step)))
+  if schedule == 'onecycle':  # starts low, peaks at the learning rate
+    assert float(lr(0)) < 0.01 and max(float(lr(s)) for s in range(21)) == pytest.approx(0.1)
+
+
+def test_label_smoothing_changes_the_update_not_the_reported_loss(tiny_idx_dir):
+  _, state, batch = _state_and_batch(tiny_idx_dir, schedule='constant')
+  plain, plain_metrics = train.train_step(state, batch)
+  smooth, smooth_metrics = train.train_step(state, batch, label_smoothing=0.1)
+  # The logged loss is the plain cross-entropy of the same forward pass.
+  assert float(smooth_metrics['loss_sum']) == pytest.approx(
+      float(plain_metrics['loss_sum']), rel=1e-6)
+  differences = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                             plain.params, smooth.params)
+  assert max(jax.tree.leaves(differences)) > 1e-6
 
 
 def test_batch_norm_statistics_update(tiny_idx_dir):
@@ -160,6 +207,19 @@ def test_training_is_deterministic_and_learns(tiny_idx_dir, tmp_path):
     ('schedule', 'step', "--config.schedule: unknown schedule 'step'"),
     ('warmup_epochs', 2.0, r'--config.warmup_epochs: must be in \[0, num_epochs=2\)'),
     ('ema_decay', 1.0, r'--config.ema_decay: must be in \[0, 1\)'),
+    ('eval_batch_size', 0, '--config.eval_batch_size: must be a positive integer'),
+    ('warmup_epochs', -0.5, r'--config.warmup_epochs: must be in \[0, num_epochs=2\)'),
+    ('label_smoothing', 1.0, r'--config.label_smoothing: must be in \[0, 1\)'),
+    ('max_shift', 9, '--config.max_shift: must be 0-8 pixels'),
+    ('max_rotation', -1.0, '--config.max_rotation: must be 0-45 degrees'),
+    ('max_scale', 1.0, r'--config.max_scale: must be in \[0, 1\)'),
+    ('checkpoint_every_steps', -1, '--config.checkpoint_every_steps: must be >= 0'),
+    ('keep_checkpoints', 0, '--config.keep_checkpoints: must be >= 1'),
+    ('log_every_steps', -1, '--config.log_every_steps: must be >= 0'),
+    ('seed', -1, r'--config.seed: must be an integer in \[0, 2\*\*32\)'),
+    ('seed', 2**32, r'--config.seed: must be an integer in \[0, 2\*\*32\)'),
+    ('momentum', 1.0, r'--config.momentum: must be in \[0, 1\)'),
+    ('weight_decay', -1e-4, '--config.weight_decay: must be >= 0'),
 ])
 def test_invalid_config_values(tiny_idx_dir, key, value, message):
   config = tiny_config(tiny_idx_dir, **{key: value})

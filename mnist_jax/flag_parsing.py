@@ -1,0 +1,99 @@
+"""Flag parsing for the scripts: every bad flag or config file as one
+UserError, where absl and ml_collections would print tracebacks."""
+
+from absl import flags
+import ml_collections
+from ml_collections.config_flags import config_flags
+from ml_collections.config_flags import config_path
+
+from mnist_jax.errors import UserError
+
+
+class _ConfigLoadError(Exception):
+  """A config flag whose file did not load (ml_collections defers that)."""
+
+  def __init__(self, name: str, error: BaseException):
+    super().__init__(name)
+    self.name, self.error = name, error
+
+
+def _innermost_reason(error: BaseException) -> str:
+  """The last line of the error at the bottom of a chain: ml_collections
+  wraps a config file's own error (with its traceback) in one or two others."""
+  while error.__cause__ or error.__context__:
+    error = error.__cause__ or error.__context__
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return lines[-1] if lines else type(error).__name__
+
+
+def _config_flag_names() -> list[str]:
+  return [name for name, flag in flags.FLAGS._flags().items()  # pylint: disable=protected-access
+          if config_flags.is_config_flag(flag)]
+
+
+def _not_a_config(config) -> TypeError:
+  return TypeError(f'get_config() returned {type(config).__name__}, not a ConfigDict')
+
+
+def _explain_failure(argv: list[str], name: str, path: str,
+                     error: BaseException) -> str:
+  """Why parsing failed: the config file, or the first `--NAME.KEY=...`
+  argument whose KEY the file's config does not have."""
+  try:
+    config = config_flags.ConfigFileFlagParser(name).parse(path)
+  except Exception:  # pylint: disable=broad-except
+    config = None  # the file itself is the problem: `error` says why
+  if config is not None and not isinstance(config, ml_collections.ConfigDict):
+    error = _not_a_config(config)
+  elif config is not None:
+    for arg in argv[1:]:
+      if arg.startswith(f'--{name}.'):
+        key = arg[len(name) + 3:].split('=', 1)[0]
+        try:
+          config_path.get_value(key, config)
+        except (AttributeError, KeyError, IndexError, ValueError):
+          return f'--{name}.{key}: {path} has no such key'
+  return f'--{name}={path}: {_innermost_reason(error)}'
+
+
+def _config_path(argv: list[str], name: str) -> str:
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      return arg.split('=', 1)[1]
+    if arg == f'--{name}' and i + 1 < len(argv):
+      return argv[i + 1]
+  return flags.FLAGS[name].default_as_str.strip("'")
+
+
+def _check_configs_loaded() -> None:
+  """ml_collections defers a config file's load error until first use."""
+  for name in _config_flag_names():
+    config = flags.FLAGS[name].value
+    if isinstance(config, ml_collections.ConfigDict):
+      continue
+    if isinstance(config, config_flags._ErrorConfig):  # pylint: disable=protected-access
+      raise _ConfigLoadError(name, config._error)  # pylint: disable=protected-access
+    raise _ConfigLoadError(name, _not_a_config(config))
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every failure as one UserError: a bad flag
+  value, a config file that does not load, an override of a key that the
+  config file does not have (ml_collections raises those unwrapped)."""
+  try:
+    remaining = flags.FLAGS(argv)
+    _check_configs_loaded()
+    return remaining
+  except _ConfigLoadError as e:
+    raise UserError(f'--{e.name}={_config_path(argv, e.name)}: '
+                    f'{_innermost_reason(e.error)}') from None
+  except flags.Error as e:
+    lines = str(e).splitlines()
+    # A config file's TypeError/ValueError arrives with its traceback inside.
+    raise UserError(lines[0] if len(lines) == 1 else
+                    f'{lines[0].split(": ", 1)[0]}: {_innermost_reason(e)}') from None
+  except Exception as e:  # pylint: disable=broad-except
+    for name in _config_flag_names():
+      path = _config_path(argv, name)
+      raise UserError(_explain_failure(argv, name, path, e)) from None
+    raise
