@@ -24,10 +24,15 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
       if not line.strip():
         continue
       try:
-        records.append(json.loads(line))
+        record = json.loads(line)
       except json.JSONDecodeError as e:
         raise UserError(f'{path}: line {number} is not JSON ({e.msg}); '
                         'remove the line or use a new --workdir') from None
+      if not (isinstance(record, dict) and isinstance(record.get('epoch'), int)):
+        raise UserError(f'{path}: line {number} is not an epoch\'s record '
+                        '(a JSON object with an integer "epoch"); remove the '
+                        'line or use a new --workdir')
+      records.append(record)
   return records
 
 

@@ -53,6 +53,7 @@ def _column(path: str, rows: list[list[str]], header: list[str], name: str,
       except ValueError:
         raise UserError(f'{path}: line {_line(row)}: column {name} is '
                         f'{text!r}, not a number') from None
+    values = np.array([float(text) for text in texts])  # Python's float reads them
   _reject_rows(path, name, ~np.isfinite(values), 'is not finite')
   if not integer:
     return values
@@ -105,6 +106,8 @@ def read_predictions(path: str) -> Predictions:
   last_class = data_lib.NUM_CLASSES - 1
   _check_range(path, 'label', labels, 0, last_class)
   _check_range(path, 'prediction', predictions, 0, last_class)
+  for k in range(data_lib.NUM_CLASSES):
+    _check_range(path, f'prob_{k}', probabilities[:, k], 0, 1)
   _check_range(path, 'probability sum', probabilities.sum(-1), 0.99, 1.01)
   return Predictions(index=column('index', integer=True), labels=labels,
                      predictions=predictions, probabilities=probabilities)

@@ -425,6 +425,11 @@ def test_read_predictions_rejects_bad_values(tmp_path):
   path.write_text(f'{header}\n0,12,7,0.9,{",".join(["0.1"] * 10)}\n')
   with pytest.raises(UserError, match='label 12 is outside 0-9'):
     predictions_io.read_predictions(str(path))
+  # Sums to 1, but two probabilities are outside [0, 1].
+  probs = ','.join(['1.5', '-0.5'] + ['0'] * 8)
+  path.write_text(f'{header}\n0,0,0,1.5,{probs}\n')
+  with pytest.raises(UserError, match='line 2: prob_0 1.5 is outside 0-1'):
+    predictions_io.read_predictions(str(path))
   path.write_text('')
   with pytest.raises(UserError, match='empty file'):
     predictions_io.read_predictions(str(path))

@@ -190,3 +190,27 @@ def test_eval_summary_hand_example():
   assert summary['num_misclassified'] == 2
   assert summary['accuracy'] == 0.5
   assert summary['num_examples'] == 4
+
+
+def test_predictions_from_another_checkpoint_are_refused(trained, workdir):
+  """The embeddings come from the latest checkpoint; predictions.csv must too."""
+  data_dir = trained[1]
+  outlier_analysis.run_outlier_analysis(str(workdir), features='both',
+                                        data_dir=data_dir)
+  path = os.path.join(workdir, 'predictions.csv')
+  with open(path, newline='') as f:
+    rows = list(csv.reader(f))
+  header, row = rows[0], rows[3]  # line 4 of the file
+  top = header.index(f'prob_{row[header.index("prediction")]}')
+  other = header.index('prob_0') if top != header.index('prob_0') else header.index('prob_1')
+  # Move 0.05 of probability between two classes: rows still sum to 1.
+  row[top] = f'{float(row[top]) - 0.05:.6f}'
+  row[other] = f'{float(row[other]) + 0.05:.6f}'
+  with open(path, 'w', newline='') as f:
+    csv.writer(f, lineterminator='\n').writerows(rows)
+  before = snapshot(workdir)
+  with pytest.raises(UserError, match=r"probabilities differ from the latest "
+                     r"checkpoint's at 1 rows \(first at line 4\)"):
+    outlier_analysis.run_outlier_analysis(str(workdir), features='embeddings',
+                                          data_dir=data_dir)
+  assert snapshot(workdir) == before
