@@ -146,10 +146,9 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None = None,
   before any computation).
   """
   config_checks.validate_config(config)
-  if workdir and not steps_only and os.path.exists(
-      os.path.join(workdir, 'metrics.jsonl')):
-    raise UserError(f'--workdir {workdir!r} already holds a training run; the '
-                    'benchmark times a fresh one, so give a new folder')
+  if workdir and not steps_only and os.path.isdir(workdir) and os.listdir(workdir):
+    raise UserError(f'--workdir {workdir!r} is not empty; the benchmark times '
+                    'a fresh training run, so give a new folder')
   result = {'machine': machine_description(), 'model': config.model,
             'batch_size': config.batch_size}
   result.update(time_train_step(config, steps, profile_ops))

@@ -45,8 +45,9 @@ def _manager(directory: str, keep: int | None = None,
                      'config': ocp.JsonCheckpointHandler()})
 
 
-def _unreadable(directory: str, step: int, error: BaseException) -> UserError:
-  return UserError(f'{directory}: checkpoint {step} is unreadable (corrupt or '
+def _unreadable(directory: str, step: int,
+                error: BaseException) -> orbax_errors.UnreadableCheckpoint:
+  return orbax_errors.UnreadableCheckpoint(f'{directory}: checkpoint {step} is unreadable (corrupt or '
                    f'incomplete?): {orbax_errors.first_line(error)}')
 
 

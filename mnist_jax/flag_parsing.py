@@ -1,6 +1,8 @@
 """Flag parsing for the scripts: every bad flag or config file as one
 UserError, where absl and ml_collections would print tracebacks."""
 
+import sys
+
 from absl import flags
 import ml_collections
 from ml_collections.config_flags import config_flags
@@ -17,11 +19,36 @@ class _ConfigLoadError(Exception):
     self.name, self.error = name, error
 
 
+# Config flags defined through define_config_file: their default path, and
+# any error raised while defining them.
+_DEFAULT_PATHS: dict[str, str] = {}
+_DEFINITION_ERRORS: list[str] = []
+
+
+def define_config_file(name: str, default: str, help_text: str) -> None:
+  """ml_collections' DEFINE_config_file (locked), whose errors wait for
+  parse_flags: without `--NAME` on the command line, ml_collections loads the
+  default file and applies the `--NAME.KEY` overrides right here, at import,
+  before absl's parsing could report them."""
+  _DEFAULT_PATHS[name] = default
+  try:
+    holder = config_flags.DEFINE_config_file(name, default, help_text,
+                                             lock_config=True)
+  except Exception as e:  # pylint: disable=broad-except
+    _DEFINITION_ERRORS.append(_explain_failure(sys.argv, name, default, e))
+    return
+  # Listed by the script's --help, as if the script had defined it (absl
+  # names the main module by sys.argv[0]).
+  flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[holder.name])
+
+
 def _innermost_reason(error: BaseException) -> str:
-  """The last line of the error at the bottom of a chain: ml_collections
-  wraps a config file's own error (with its traceback) in one or two others."""
-  while error.__cause__ or error.__context__:
-    error = error.__cause__ or error.__context__
+  """The last line of the error at the bottom of a `raise ... from` chain:
+  ml_collections wraps a config file's own error in one or two others, and
+  its "Error whilst parsing config file" wrapper ends with that error's
+  traceback, whose last line is the error itself."""
+  while error.__cause__ is not None:
+    error = error.__cause__
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
   return lines[-1] if lines else type(error).__name__
 
@@ -43,6 +70,8 @@ def _explain_failure(argv: list[str], name: str, path: str,
     config = config_flags.ConfigFileFlagParser(name).parse(path)
   except Exception:  # pylint: disable=broad-except
     config = None  # the file itself is the problem: `error` says why
+  if isinstance(config, config_flags._ErrorConfig):  # pylint: disable=protected-access
+    error, config = config._error, None  # pylint: disable=protected-access
   if config is not None and not isinstance(config, ml_collections.ConfigDict):
     error = _not_a_config(config)
   elif config is not None:
@@ -57,12 +86,19 @@ def _explain_failure(argv: list[str], name: str, path: str,
 
 
 def _config_path(argv: list[str], name: str) -> str:
-  for i, arg in enumerate(argv):
-    if arg.startswith(f'--{name}='):
-      return arg.split('=', 1)[1]
-    if arg == f'--{name}' and i + 1 < len(argv):
-      return argv[i + 1]
-  return flags.FLAGS[name].default_as_str.strip("'")
+  """The config file absl will use: the last `--NAME=F`, `-NAME=F` or
+  `--NAME F` in `argv`, else the flag's default."""
+  path = None
+  for i, arg in enumerate(argv[1:], start=1):
+    flag, _, value = arg.lstrip('-').partition('=')
+    if not arg.startswith('-') or flag != name:
+      continue
+    if '=' in arg:
+      path = value
+    elif i + 1 < len(argv):
+      path = argv[i + 1]
+  return path if path is not None else _DEFAULT_PATHS.get(
+      name, flags.FLAGS[name].default_as_str.strip("'"))
 
 
 def _check_configs_loaded() -> None:
@@ -80,6 +116,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with every failure as one UserError: a bad flag
   value, a config file that does not load, an override of a key that the
   config file does not have (ml_collections raises those unwrapped)."""
+  if _DEFINITION_ERRORS:
+    raise UserError(_DEFINITION_ERRORS[0])
   try:
     remaining = flags.FLAGS(argv)
     _check_configs_loaded()

@@ -28,10 +28,11 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
       except json.JSONDecodeError as e:
         raise UserError(f'{path}: line {number} is not JSON ({e.msg}); '
                         'remove the line or use a new --workdir') from None
-      if not (isinstance(record, dict) and isinstance(record.get('epoch'), int)):
+      if not (isinstance(record, dict) and isinstance(record.get('epoch'), int)
+              and isinstance(record.get('elapsed', 0.0), (int, float))):
         raise UserError(f'{path}: line {number} is not an epoch\'s record '
-                        '(a JSON object with an integer "epoch"); remove the '
-                        'line or use a new --workdir')
+                        '(a JSON object with an integer "epoch" and a number '
+                        '"elapsed"); remove the line or use a new --workdir')
       records.append(record)
   return records
 

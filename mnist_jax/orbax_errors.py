@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any, Callable, Iterator
 
+from mnist_jax.errors import UserError
+
 
 def first_line(error: BaseException) -> str:
   """The first line of the error at the bottom of an explicit `raise ... from`
@@ -56,13 +58,28 @@ class _FailedReadDebris:
     return not (record.exc_info and self.is_debris(record.exc_info[1]))
 
 
+class UnreadableCheckpoint(UserError):
+  """A checkpoint whose files orbax failed to read."""
+
+
 @contextlib.contextmanager
 def failed_read_debris_dropped() -> Iterator[None]:
-  """Drops _FailedReadDebris while orbax reads arrays. If the block raises,
-  the filters stay: the debris comes after we return."""
+  """Drops _FailedReadDebris while orbax reads arrays. If the block raises
+  UnreadableCheckpoint, the filters stay: the debris comes after we return
+  (and the scripts exit on that error). Any other way out puts them back."""
   debris = _FailedReadDebris(sys.unraisablehook)
   sys.unraisablehook = debris.unraisablehook
   logging.getLogger('asyncio').addFilter(debris)
-  yield
+  try:
+    yield
+  except UnreadableCheckpoint:
+    raise
+  except BaseException:
+    _remove(debris)
+    raise
+  _remove(debris)
+
+
+def _remove(debris: _FailedReadDebris) -> None:
   sys.unraisablehook = debris.previous_hook
   logging.getLogger('asyncio').removeFilter(debris)

@@ -288,8 +288,9 @@ def _check_finite(state: TrainState, totals: Metrics, checkpoint_dir: str) -> No
   bad_step = int(jax.device_get(totals['nonfinite_step']))
   if bad_step >= 0:
     what = f'training loss at step {bad_step + 1}'
-  elif not bool(jax.device_get(_all_finite(state.params))):
-    what = f'weights after step {int(state.step)}'
+  elif not bool(jax.device_get(_all_finite(
+      (state.params, state.batch_stats, state.ema)))):
+    what = f'weights or statistics by step {int(state.step)}'
   else:
     return
   raise UserError(

@@ -10,10 +10,10 @@ train step's N costliest operations (`top_ops`, from a jax.profiler trace).
 import json
 
 from absl import flags
-from ml_collections import config_flags
 
 from mnist_jax import benchmark
 from mnist_jax import cli
+from mnist_jax import flag_parsing
 from mnist_jax import io_utils
 from mnist_jax import op_profile
 from mnist_jax import parallel
@@ -26,8 +26,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Keep the training run here, '
 _PROFILE_OPS = flags.DEFINE_integer(
     'profile_ops', 0, 'Also list the N operations of the train step that take '
     'the most time (a jax.profiler trace of 30 steps; 0: off).', lower_bound=0)
-config_flags.DEFINE_config_file('config', 'configs/fast.py', 'Config file.',
-                                lock_config=True)
+flag_parsing.define_config_file('config', 'configs/fast.py', 'Config file.')
 
 
 def main(argv):

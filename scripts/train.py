@@ -5,17 +5,16 @@ config) in W/checkpoints, and resumes from the latest checkpoint in W.
 """
 
 from absl import flags
-from ml_collections import config_flags
 
 from mnist_jax import cli
+from mnist_jax import flag_parsing
 from mnist_jax import train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints and '
                                'metrics; an existing run there is resumed.',
                                required=True)
-config_flags.DEFINE_config_file('config', 'configs/default.py',
-                                'Config file (a get_config() module).',
-                                lock_config=True)
+flag_parsing.define_config_file('config', 'configs/default.py',
+                                'Config file (a get_config() module).')
 
 
 def main(argv):

@@ -49,7 +49,8 @@ def test_corrupt_metrics_line(tmp_path):
     metrics_log.read_metrics(str(tmp_path))
 
 
-@pytest.mark.parametrize('line', ['{}', '[1, 2]', '{"epoch": "one"}'])
+@pytest.mark.parametrize('line', ['{}', '[1, 2]', '{"epoch": "one"}',
+                                  '{"epoch": 2, "elapsed": null}'])
 def test_metrics_line_that_is_not_an_epoch_record(tmp_path, line):
   (tmp_path / 'metrics.jsonl').write_text('{"epoch": 1}\n' + line + '\n')
   with pytest.raises(UserError, match="metrics.jsonl: line 2 is not an epoch's record"):

@@ -84,7 +84,7 @@ def test_script_refuses_a_workdir_with_a_run(tmp_path, tiny_idx_dir):
   result = run_script('benchmark.py', f'--config.data_dir={tiny_idx_dir}',
                       f'--workdir={workdir}', f'--out={out}')
   assert result.returncode == 2, result.stderr
-  assert f"error: --workdir '{workdir}' already holds a training run" in result.stderr
+  assert f"error: --workdir '{workdir}' is not empty" in result.stderr
   assert not out.exists()
 
 

@@ -96,6 +96,12 @@ def test_config_file_that_does_not_load(tmp_path, name):
 @pytest.mark.parametrize('script, flags, fragments', [
     ('train.py', ('--config=configs/nope.py',),
      ('--config=configs/nope.py', 'No such file')),
+    ('train.py', ('--config=configs/nope.py', '--config.batch_size=8'),
+     ('--config=configs/nope.py', 'No such file')),
+    ('train.py', ('--config=configs/fast.py', '--config=configs/nope.py'),
+     ('--config=configs/nope.py', 'No such file')),  # the last one counts
+    ('train.py', ('--config.nosuch=1',),  # the default config file
+     ('--config.nosuch: configs/default.py has no such key',)),
     ('train.py', ('--config=configs/fast.py', '--config.btach_size=8'),
      ('--config.btach_size: configs/fast.py has no such key',)),
     ('train.py', ('--config=configs/fast.py', '--config.model_kwargs.downsample=x'),
