@@ -47,8 +47,9 @@ def _manager(directory: str, keep: int | None = None,
 
 def _unreadable(directory: str, step: int,
                 error: BaseException) -> orbax_errors.UnreadableCheckpoint:
-  return orbax_errors.UnreadableCheckpoint(f'{directory}: checkpoint {step} is unreadable (corrupt or '
-                   f'incomplete?): {orbax_errors.first_line(error)}')
+  return orbax_errors.UnreadableCheckpoint(
+      f'{directory}: checkpoint {step} is unreadable (corrupt or incomplete?): '
+      f'{orbax_errors.first_line(error)}')
 
 
 def _saved_config(manager: ocp.CheckpointManager,

@@ -49,13 +49,12 @@ def restore_trained_state(
   return config, state
 
 
-def check_data_dir(workdir: str, data_dir: str | None,
-                   config: ml_collections.ConfigDict | None = None) -> None:
+def check_data_dir(workdir: str, data_dir: str | None) -> None:
   """Rejects a missing data folder, naming where it came from.
 
   `data_dir` is the --data_dir flag (None when not given); without it the
-  data folder is the one saved in the checkpoint's config (`config`, read
-  from `workdir` when not given). Checked here because data.py's own message
+  data folder is the one saved with the checkpoint in `workdir`. Checked
+  here because data.py's own message
   names --config.data_dir, a flag that evaluation and outliers do not have.
   An empty saved data_dir means tensorflow-datasets, which needs no folder.
   """
@@ -66,9 +65,7 @@ def check_data_dir(workdir: str, data_dir: str | None,
     if not os.path.isdir(os.path.expanduser(data_dir)):
       raise UserError(f'--data_dir: data folder {data_dir!r} does not exist')
     return
-  if config is None:
-    config = checkpoint_lib.read_config(workdir)
-  saved = config.data_dir
+  saved = checkpoint_lib.read_config(workdir).data_dir
   if saved and not os.path.isdir(os.path.expanduser(saved)):
     raise UserError(f'data folder {saved!r} saved with the checkpoint in '
                     f'--workdir {workdir!r} does not exist (moved?); pass '
@@ -144,7 +141,7 @@ def evaluate_workdir(workdir: str, data_dir: str | None = None) -> dict[str, Any
   checkpoint. Every input and output path is checked before anything is
   computed or written.
   """
-  check_data_dir(workdir, data_dir, checkpoint_lib.read_config(workdir))
+  check_data_dir(workdir, data_dir)
   paths = check_output_paths(workdir, OUTPUT_NAMES)
   overrides = {} if data_dir is None else {'data_dir': data_dir}
   config, state = restore_trained_state(workdir, overrides)

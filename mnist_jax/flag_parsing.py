@@ -58,31 +58,42 @@ def _config_flag_names() -> list[str]:
           if config_flags.is_config_flag(flag)]
 
 
-def _not_a_config(config) -> TypeError:
+def _load_error(config) -> BaseException | None:
+  """Why a config flag's value is not a config: ml_collections leaves an
+  _ErrorConfig holding the error for a file that failed to load."""
+  if isinstance(config, ml_collections.ConfigDict):
+    return None
+  if isinstance(config, config_flags._ErrorConfig):  # pylint: disable=protected-access
+    return config._error  # pylint: disable=protected-access
   return TypeError(f'get_config() returned {type(config).__name__}, not a ConfigDict')
+
+
+def _missing_key(argv: list[str], name: str, path: str,
+                 config: ml_collections.ConfigDict) -> str | None:
+  """The first `--NAME.KEY=...` argument whose KEY `config` does not have."""
+  for arg in argv[1:]:
+    if arg.startswith(f'--{name}.'):
+      key = arg[len(name) + 3:].split('=', 1)[0]
+      try:
+        config_path.get_value(key, config)
+      except (AttributeError, KeyError, IndexError, ValueError):
+        return f'--{name}.{key}: {path} has no such key'
+  return None
 
 
 def _explain_failure(argv: list[str], name: str, path: str,
                      error: BaseException) -> str:
-  """Why parsing failed: the config file, or the first `--NAME.KEY=...`
-  argument whose KEY the file's config does not have."""
+  """Why parsing failed: the config file, or an override of a key the
+  file's config does not have."""
   try:
     config = config_flags.ConfigFileFlagParser(name).parse(path)
   except Exception:  # pylint: disable=broad-except
-    config = None  # the file itself is the problem: `error` says why
-  if isinstance(config, config_flags._ErrorConfig):  # pylint: disable=protected-access
-    error, config = config._error, None  # pylint: disable=protected-access
-  if config is not None and not isinstance(config, ml_collections.ConfigDict):
-    error = _not_a_config(config)
-  elif config is not None:
-    for arg in argv[1:]:
-      if arg.startswith(f'--{name}.'):
-        key = arg[len(name) + 3:].split('=', 1)[0]
-        try:
-          config_path.get_value(key, config)
-        except (AttributeError, KeyError, IndexError, ValueError):
-          return f'--{name}.{key}: {path} has no such key'
-  return f'--{name}={path}: {_innermost_reason(error)}'
+    return f'--{name}={path}: {_innermost_reason(error)}'  # the file itself
+  load_error = _load_error(config)
+  if load_error is not None:
+    return f'--{name}={path}: {_innermost_reason(load_error)}'
+  return (_missing_key(argv, name, path, config) or
+          f'--{name}={path}: {_innermost_reason(error)}')
 
 
 def _config_path(argv: list[str], name: str) -> str:
@@ -97,19 +108,15 @@ def _config_path(argv: list[str], name: str) -> str:
       path = value
     elif i + 1 < len(argv):
       path = argv[i + 1]
-  return path if path is not None else _DEFAULT_PATHS.get(
-      name, flags.FLAGS[name].default_as_str.strip("'"))
+  return path if path is not None else _DEFAULT_PATHS[name]
 
 
 def _check_configs_loaded() -> None:
   """ml_collections defers a config file's load error until first use."""
   for name in _config_flag_names():
-    config = flags.FLAGS[name].value
-    if isinstance(config, ml_collections.ConfigDict):
-      continue
-    if isinstance(config, config_flags._ErrorConfig):  # pylint: disable=protected-access
-      raise _ConfigLoadError(name, config._error)  # pylint: disable=protected-access
-    raise _ConfigLoadError(name, _not_a_config(config))
+    error = _load_error(flags.FLAGS[name].value)
+    if error is not None:
+      raise _ConfigLoadError(name, error)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

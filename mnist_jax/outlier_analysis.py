@@ -41,7 +41,7 @@ from mnist_jax.predictions_io import Predictions
 
 FEATURE_SPACES = ('pixels', 'embeddings')
 FIT_SETS = ('test', 'train')
-# Written beside the figures, in this order of check_output_paths' result.
+# Written beside the figures.
 TABLE_AND_REPORT_NAMES = ('outliers.csv', 'report.md', 'outliers.json')
 OUTLIER_COLUMNS = ('index', 'label', 'prediction', 'correct', 'if_score',
                    'is_outlier', 'suspicion', 'rank')
@@ -239,10 +239,9 @@ def run_outlier_analysis(
   io_utils.ensure_writable_dir(workdir)
   # Every input and output path is checked before the minutes of work, so
   # that a bad one stops the run before any file of the set is written over.
-  csv_path, report_path, json_path = evaluate.check_output_paths(
-      workdir, TABLE_AND_REPORT_NAMES)
-  evaluate.check_output_paths(workdir, [
-      name for space in spaces for name in figures.figure_names(space).values()])
+  csv_path, report_path, json_path, *_ = evaluate.check_output_paths(
+      workdir, TABLE_AND_REPORT_NAMES + tuple(
+          name for space in spaces for name in figures.figure_names(space).values()))
   if data_dir is not None or os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):
     evaluate.check_data_dir(workdir, data_dir)
   data = outlier_features.load_features(workdir, spaces, fit_on, data_dir)

@@ -80,3 +80,17 @@ def assert_one_line_error(result, *fragments):
   assert len(errors) == 1, result.stderr
   for fragment in fragments:
     assert fragment in errors[0], errors[0]
+
+
+def snapshot(folder) -> dict[str, tuple[int, bytes] | None]:
+  """Every entry under `folder`: files with mtime and bytes, folders as None."""
+  entries = {}
+  for root, dirs, names in os.walk(folder):
+    for name in dirs:
+      entries[os.path.relpath(os.path.join(root, name), folder)] = None
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        entries[os.path.relpath(path, folder)] = (os.stat(path).st_mtime_ns,
+                                                  f.read())
+  return entries

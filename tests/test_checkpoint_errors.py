@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from conftest import assert_one_line_error, run_script, write_idx_folder
-from test_scripts import snapshot, train_args
+from conftest import assert_one_line_error, run_script, snapshot, write_idx_folder
+from test_scripts import train_args
 
 ONE_EPOCH = ('--config.num_epochs=1',)  # 128 examples: 2 steps, 1 checkpoint
 

@@ -15,7 +15,7 @@ from mnist_jax import outlier_analysis
 from mnist_jax import train
 from mnist_jax.errors import UserError
 
-from conftest import assert_one_line_error, run_script, tiny_config, write_idx_folder
+from conftest import assert_one_line_error, run_script, snapshot, tiny_config, write_idx_folder
 
 TWO_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
 
@@ -42,20 +42,6 @@ def trained(tmp_path_factory):
 def workdir(trained, tmp_path):
   """A copy of the trained workdir that a test may change."""
   return shutil.copytree(trained[0], tmp_path / 'work')
-
-
-def snapshot(folder) -> dict[str, tuple[int, bytes] | None]:
-  """Every entry under `folder`: files with mtime and bytes, folders as None."""
-  entries = {}
-  for root, dirs, names in os.walk(folder):
-    for name in dirs:
-      entries[os.path.relpath(os.path.join(root, name), folder)] = None
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        entries[os.path.relpath(path, folder)] = (os.stat(path).st_mtime_ns,
-                                                  f.read())
-  return entries
 
 
 def _taken_by_folder(workdir, name: str) -> str:

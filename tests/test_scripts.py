@@ -9,7 +9,7 @@ import pytest
 
 from mnist_jax import data as data_lib
 
-from conftest import assert_one_line_error, run_script, write_idx_folder
+from conftest import assert_one_line_error, run_script, snapshot, write_idx_folder
 
 TINY_FLAGS = ('--config.model_kwargs.widths=(8,16)', '--config.model_kwargs.dense=32',
               '--config.batch_size=64', '--config.eval_batch_size=64')
@@ -18,17 +18,6 @@ TINY_FLAGS = ('--config.model_kwargs.widths=(8,16)', '--config.model_kwargs.dens
 def train_args(workdir, data_dir, *extra):
   return (f'--workdir={workdir}', f'--config.data_dir={data_dir}',
           '--config.num_epochs=2', *TINY_FLAGS, *extra)
-
-
-def snapshot(folder):
-  """Every file under `folder` with its bytes."""
-  files = {}
-  for root, _, names in os.walk(folder):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        files[os.path.relpath(path, folder)] = f.read()
-  return files
 
 
 @pytest.fixture(scope='module')
