@@ -83,16 +83,6 @@ def check_output_paths(workdir: str, names: Sequence[str]) -> list[str]:
           for name in names]
 
 
-def device_batch_size(batch_size: int, num_devices: int) -> int:
-  """The smallest multiple of `num_devices` that is >= `batch_size`.
-
-  Evaluation pads the last batch and drops the padding, so any batch size
-  works once it splits over the devices; rounding up keeps a checkpoint's
-  eval_batch_size usable on another device count.
-  """
-  return -(-batch_size // num_devices) * num_devices
-
-
 def predict(state: train.TrainState, split: data_lib.Split,
             batch_size: int) -> dict[str, np.ndarray]:
   """Probabilities [N, 10] and penultimate features [N, D] of every example.
@@ -100,7 +90,7 @@ def predict(state: train.TrainState, split: data_lib.Split,
   `batch_size` is rounded up to a multiple of the device count.
   """
   mesh = parallel.create_mesh()
-  batch_size = device_batch_size(batch_size, mesh.size)
+  batch_size = parallel.device_batch_size(batch_size, mesh.size)
   batches = train.device_eval_batches(split, batch_size,
                                       parallel.stacked_batches_sharding(mesh))
   predict_fn = jax.jit(lambda s, b, i: train.predict_step(s, b['image'][i]),

@@ -74,6 +74,16 @@ def check_divisible(batch_size: int, mesh: Mesh, flag: str) -> None:
                     f'{mesh.size} devices; choose a multiple of {mesh.size}')
 
 
+def device_batch_size(batch_size: int, num_devices: int) -> int:
+  """The smallest multiple of the device count that is >= `batch_size`.
+
+  For evaluation, which pads the last batch and masks the padding: any
+  eval_batch_size works once it splits over the devices, so rounding it up
+  keeps a config's (or a checkpoint's) value usable on any device count.
+  """
+  return -(-batch_size // num_devices) * num_devices
+
+
 def stacked_batches(gather: Callable[[np.ndarray], np.ndarray],
                     rows: np.ndarray, sharding: NamedSharding) -> jax.Array:
   """A global array [num_batches, batch, ...] with `gather(rows)` as contents.

@@ -358,7 +358,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   model = models.create_model(config)
   mesh = parallel.create_mesh()
   parallel.check_divisible(config.batch_size, mesh, 'batch_size')
-  parallel.check_divisible(config.eval_batch_size, mesh, 'eval_batch_size')
   train_split = data_lib.load_split(config, 'train')
   test_split = data_lib.load_split(config, 'test')
   steps_per_epoch = len(train_split) // config.batch_size
@@ -384,8 +383,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   train_fn = make_train_fn(config, mesh)
   eval_fn = make_eval_fn(mesh)
-  test_batches = device_eval_batches(test_split, config.eval_batch_size,
-                                     batches_sharding)
+  test_batches = device_eval_batches(
+      test_split, parallel.device_batch_size(config.eval_batch_size, mesh.size),
+      batches_sharding)
   summary = log.last()
   # A resumed run's clock goes on from its last logged epoch (the time spent
   # in an interrupted epoch is lost with it).

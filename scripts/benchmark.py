@@ -3,13 +3,15 @@
 Prints and writes step_ms, images_per_s, flops_per_step (XLA cost analysis),
 utilization (against a matmul peak measured in the same run), compile_s and,
 from a real training run, seconds_to_99.0 / seconds_to_99.5 (compilation
-included). --steps_only skips the training run; --profile_ops=N adds the
+included), and the config file with its command-line overrides. --steps_only
+skips the training run; --profile_ops=N adds the
 train step's N costliest operations (`top_ops`, from a jax.profiler trace).
 """
 
 import json
 
 from absl import flags
+from ml_collections import config_flags
 
 from mnist_jax import benchmark
 from mnist_jax import cli
@@ -38,7 +40,10 @@ def main(argv):
   result = benchmark.run_benchmark(flags.FLAGS.config, _WORKDIR.value,
                                    _STEPS_ONLY.value,
                                    profile_ops=_PROFILE_OPS.value)
-  result['config'] = flags.FLAGS['config'].config_filename
+  # The config file and the --config.KEY values given on the command line.
+  result['config'] = config_flags.get_config_filename(flags.FLAGS['config'])
+  result['config_overrides'] = config_flags.get_override_values(
+      flags.FLAGS['config'])
   text = json.dumps(result, indent=2)
   print(text)
   if _OUT.value and parallel.is_main_process():

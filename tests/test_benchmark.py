@@ -67,6 +67,9 @@ def test_script_with_training_run(tmp_path, tiny_idx_dir):
   assert [e['epoch'] for e in figures['epochs']] == [1, 2]
   assert figures['test_examples'] == 200
   assert figures['config'] == 'configs/fast.py'
+  assert figures['config_overrides'] == {
+      'data_dir': str(tiny_idx_dir), 'model_kwargs.widths': [8, 16],
+      'num_epochs': 2, 'batch_size': 64, 'eval_batch_size': 100}
   top_ops = figures['top_ops']
   assert len(top_ops) == 8
   assert all(op['ms'] > 0 and 0 < op['share'] <= 1 for op in top_ops)

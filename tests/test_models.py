@@ -6,14 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import cnn, default, mlp, s2d
+from configs import best, cnn, default, fast, mlp, s2d, wide
 from mnist_jax import models
 from mnist_jax import tensorflow_env
 from mnist_jax.errors import UserError
 
 
 @pytest.mark.parametrize('get_config, feature_dim', [
-    (default.get_config, 256), (s2d.get_config, 256), (cnn.get_config, 256),
+    (default.get_config, 256), (fast.get_config, 256), (best.get_config, 256),
+    (s2d.get_config, 128), (wide.get_config, 128), (cnn.get_config, 256),
     (mlp.get_config, 128)])
 def test_logits_and_features(get_config, feature_dim):
   model = models.create_model(get_config())

@@ -12,6 +12,7 @@ import pytest
 from mnist_jax import evaluate
 from mnist_jax import figures
 from mnist_jax import outlier_analysis
+from mnist_jax import parallel
 from mnist_jax import train
 from mnist_jax.errors import UserError
 
@@ -129,10 +130,10 @@ def test_evaluate_rejects_empty_data_dir_flag(workdir):
 
 
 def test_device_batch_size_rounds_up_to_device_multiple():
-  assert evaluate.device_batch_size(999, 2) == 1000
-  assert evaluate.device_batch_size(999, 1) == 999
-  assert evaluate.device_batch_size(64, 8) == 64
-  assert evaluate.device_batch_size(1, 8) == 8
+  assert parallel.device_batch_size(999, 2) == 1000
+  assert parallel.device_batch_size(999, 1) == 999
+  assert parallel.device_batch_size(64, 8) == 64
+  assert parallel.device_batch_size(1, 8) == 8
 
 
 def _read_rows(path) -> list[dict[str, str]]:
