@@ -8,7 +8,7 @@ number of examples, per-class accuracy and the confusion matrix
 """
 
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import ml_collections
@@ -72,17 +72,6 @@ def check_data_dir(workdir: str, data_dir: str | None) -> None:
                     '--data_dir with the folder of IDX files')
 
 
-def check_output_paths(workdir: str, names: Sequence[str]) -> list[str]:
-  """The paths of `names` in `workdir`, each checked to be writable as a file.
-
-  Called before anything is computed, so that a name taken by a folder stops
-  the run before any result of the set is written over.
-  """
-  return [io_utils.ensure_writable_file_path(os.path.join(workdir, name),
-                                             '--workdir')
-          for name in names]
-
-
 def predict(state: train.TrainState, split: data_lib.Split,
             batch_size: int) -> dict[str, np.ndarray]:
   """Probabilities [N, 10] and penultimate features [N, D] of every example.
@@ -132,7 +121,7 @@ def evaluate_workdir(workdir: str, data_dir: str | None = None) -> dict[str, Any
   computed or written.
   """
   check_data_dir(workdir, data_dir)
-  paths = check_output_paths(workdir, OUTPUT_NAMES)
+  paths = io_utils.check_output_paths(workdir, OUTPUT_NAMES)
   overrides = {} if data_dir is None else {'data_dir': data_dir}
   config, state = restore_trained_state(workdir, overrides)
   test_split = data_lib.load_split(config, 'test')

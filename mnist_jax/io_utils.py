@@ -86,3 +86,13 @@ def ensure_writable_file_path(path: str, flag: str) -> str:
     raise UserError(f'{flag} {path!r} is a directory, not a file name')
   ensure_writable_dir(os.path.dirname(os.path.abspath(path)), flag)
   return path
+
+
+def check_output_paths(workdir: str, names: Sequence[str]) -> list[str]:
+  """The paths of `names` in `workdir`, each checked to be writable as a file.
+
+  Called before anything is computed, so that a name taken by a folder stops
+  the run before any result of the set is written over.
+  """
+  return [ensure_writable_file_path(os.path.join(workdir, name), '--workdir')
+          for name in names]

@@ -239,7 +239,7 @@ def run_outlier_analysis(
   io_utils.ensure_writable_dir(workdir)
   # Every input and output path is checked before the minutes of work, so
   # that a bad one stops the run before any file of the set is written over.
-  csv_path, report_path, json_path, *_ = evaluate.check_output_paths(
+  csv_path, report_path, json_path, *_ = io_utils.check_output_paths(
       workdir, TABLE_AND_REPORT_NAMES + tuple(
           name for space in spaces for name in figures.figure_names(space).values()))
   if data_dir is not None or os.path.isdir(checkpoint_lib.checkpoint_dir(workdir)):

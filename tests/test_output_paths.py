@@ -11,6 +11,7 @@ import pytest
 
 from mnist_jax import evaluate
 from mnist_jax import figures
+from mnist_jax import io_utils
 from mnist_jax import outlier_analysis
 from mnist_jax import parallel
 from mnist_jax import train
@@ -87,10 +88,10 @@ def test_outlier_output_names_cover_every_written_file(workdir):
 
 def test_check_output_paths(tmp_path):
   (tmp_path / 'b.json').mkdir()
-  assert evaluate.check_output_paths(str(tmp_path), ['a.csv']) == [
+  assert io_utils.check_output_paths(str(tmp_path), ['a.csv']) == [
       str(tmp_path / 'a.csv')]
   with pytest.raises(UserError, match='b.json.* is a directory'):
-    evaluate.check_output_paths(str(tmp_path), ['a.csv', 'b.json'])
+    io_utils.check_output_paths(str(tmp_path), ['a.csv', 'b.json'])
 
 
 # ------------------------------------------------------------- data folder
