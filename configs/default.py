@@ -32,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.max_shift = 2  # random translation of training images, pixels
   config.max_rotation = 0.0  # random rotation, degrees (0: none)
   config.max_scale = 0.0  # random scaling in [1 - s, 1 + s] (0: none)
+  config.elastic_alpha = 0.0  # elastic distortion strength, pixels (0: none)
+  config.elastic_sigma = 4.0  # smoothness of the elastic distortion, pixels
   config.batch_size = 64  # small batches stay in cache: faster on CPU
   config.num_epochs = 14
   config.seed = 0

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def random_shift(images: jax.Array, rng: jax.Array, max_shift: int) -> jax.Array:
@@ -14,12 +15,13 @@ def random_shift(images: jax.Array, rng: jax.Array, max_shift: int) -> jax.Array
   return jax.vmap(crop)(padded, offsets)
 
 
-def _affine_one(image: jax.Array, angle: jax.Array, scale: jax.Array,
-                shift: jax.Array) -> jax.Array:
+def _warp_one(image: jax.Array, angle: jax.Array, scale: jax.Array,
+              shift: jax.Array, displacement: jax.Array | None = None) -> jax.Array:
   """Rotates by `angle` (radians) and scales about the centre, then shifts.
 
-  Output pixel p samples the input at A^-1 (p - c - shift) + c, bilinearly,
-  zero outside the image.
+  Output pixel p samples the input at A^-1 (p - c - shift) + c + d(p),
+  bilinearly, zero outside the image; d is the optional per-pixel
+  `displacement` [2, H, W] (rows, columns) of an elastic distortion.
   """
   height, width, channels = image.shape
   centre = jnp.array([(height - 1) / 2, (width - 1) / 2])
@@ -28,6 +30,8 @@ def _affine_one(image: jax.Array, angle: jax.Array, scale: jax.Array,
   cos, sin = jnp.cos(angle), jnp.sin(angle)
   inverse = jnp.array([[cos, sin], [-sin, cos]]) / scale
   source = inverse @ offset + centre[:, None]
+  if displacement is not None:
+    source = source + displacement.reshape(2, -1)
   sample = lambda channel: jax.scipy.ndimage.map_coordinates(
       channel, list(source), order=1, mode='constant', cval=0.0)
   channels_out = [sample(image[..., c]).reshape(height, width)
@@ -35,30 +39,68 @@ def _affine_one(image: jax.Array, angle: jax.Array, scale: jax.Array,
   return jnp.stack(channels_out, axis=-1)
 
 
-def random_affine(images: jax.Array, rng: jax.Array, max_shift: float,
-                  max_rotation: float, max_scale: float) -> jax.Array:
+def gaussian_filter_matrix(size: int, sigma: float) -> np.ndarray:
+  """[size, size] matrix G such that G @ x filters x with a Gaussian of std
+  `sigma`, zero beyond the ends: scipy.ndimage.gaussian_filter1d with
+  mode='constant' and its default truncation at 4 sigma, as one matmul."""
+  radius = int(4.0 * sigma + 0.5)
+  taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+  taps /= taps.sum()
+  distance = np.arange(size)[:, None] - np.arange(size)[None, :]
+  inside = np.abs(distance) <= radius
+  return np.where(inside, taps[np.clip(distance + radius, 0, 2 * radius)],
+                  0.0).astype(np.float32)
+
+
+def random_elastic_displacement(rng: jax.Array, batch: int, height: int,
+                                width: int, alpha: float,
+                                sigma: float) -> jax.Array:
+  """Per image, a smooth random displacement field [B, 2, H, W] in pixels
+  (Simard et al. 2003): uniform noise in [-1, 1] per pixel and axis, filtered
+  with a Gaussian of std `sigma`, times `alpha`."""
+  noise = jax.random.uniform(rng, (batch, 2, height, width), minval=-1.0,
+                             maxval=1.0)
+  rows = gaussian_filter_matrix(height, sigma)
+  cols = gaussian_filter_matrix(width, sigma)
+  return alpha * jnp.einsum('ij,bajk,lk->bail', rows, noise, cols)
+
+
+def random_warp(images: jax.Array, rng: jax.Array, max_shift: float,
+                max_rotation: float, max_scale: float,
+                elastic_alpha: float = 0.0,
+                elastic_sigma: float = 4.0) -> jax.Array:
   """Per image: rotation up to +-`max_rotation` degrees, scale in
-  [1 - max_scale, 1 + max_scale], shift up to +-`max_shift` pixels."""
-  batch = images.shape[0]
-  angle_rng, scale_rng, shift_rng = jax.random.split(rng, 3)
+  [1 - max_scale, 1 + max_scale], shift up to +-`max_shift` pixels and, when
+  `elastic_alpha` > 0, an elastic distortion, all in one bilinear resampling."""
+  batch, height, width, _ = images.shape
+  # The first three of split(rng, 4) are split(rng, 3) (threefry is
+  # partitionable), so configs without the distortion keep their draws.
+  angle_rng, scale_rng, shift_rng, elastic_rng = jax.random.split(rng, 4)
   angles = jnp.deg2rad(max_rotation) * jax.random.uniform(
       angle_rng, (batch,), minval=-1.0, maxval=1.0)
   scales = 1.0 + max_scale * jax.random.uniform(
       scale_rng, (batch,), minval=-1.0, maxval=1.0)
   shifts = max_shift * jax.random.uniform(
       shift_rng, (batch, 2), minval=-1.0, maxval=1.0)
-  return jax.vmap(_affine_one)(images, angles, scales, shifts)
+  if not elastic_alpha:
+    return jax.vmap(_warp_one)(images, angles, scales, shifts)
+  displacements = random_elastic_displacement(
+      elastic_rng, batch, height, width, elastic_alpha, elastic_sigma)
+  return jax.vmap(_warp_one)(images, angles, scales, shifts, displacements)
 
 
 def augment(images: jax.Array, rng: jax.Array, max_shift: int = 0,
-            max_rotation: float = 0.0, max_scale: float = 0.0) -> jax.Array:
+            max_rotation: float = 0.0, max_scale: float = 0.0,
+            elastic_alpha: float = 0.0, elastic_sigma: float = 4.0) -> jax.Array:
   """The config's augmentation of float images [B, H, W, C].
 
-  Whole-pixel shifts alone are an exact crop; rotation or scaling switch to a
-  bilinear affine warp that also draws the shift (continuously).
+  Whole-pixel shifts alone are an exact crop; rotation, scaling or an elastic
+  distortion switch to a bilinear warp that also draws the shift
+  (continuously).
   """
-  if max_rotation or max_scale:
-    return random_affine(images, rng, max_shift, max_rotation, max_scale)
+  if max_rotation or max_scale or elastic_alpha:
+    return random_warp(images, rng, max_shift, max_rotation, max_scale,
+                       elastic_alpha, elastic_sigma)
   if max_shift:
     return random_shift(images, rng, max_shift)
   return images

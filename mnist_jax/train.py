@@ -111,13 +111,15 @@ def update_ema(state: TrainState, decay: float) -> TrainState:
 
 def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
                max_shift: int = 0, max_rotation: float = 0.0,
-               max_scale: float = 0.0,
+               max_scale: float = 0.0, elastic_alpha: float = 0.0,
+               elastic_sigma: float = 4.0,
                ema_decay: float = 0.0) -> tuple[TrainState, Metrics]:
   """One optimizer step on `batch` (uint8 'image', int32 'label')."""
   augment_rng, dropout_rng = jax.random.split(
       jax.random.fold_in(state.rng, state.step))
   images = augment.augment(to_float(batch['image']), augment_rng, max_shift,
-                           max_rotation, max_scale)
+                           max_rotation, max_scale, elastic_alpha,
+                           elastic_sigma)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
@@ -238,6 +240,8 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
                               max_shift=config.max_shift,
                               max_rotation=config.max_rotation,
                               max_scale=config.max_scale,
+                              elastic_alpha=config.elastic_alpha,
+                              elastic_sigma=config.elastic_sigma,
                               ema_decay=config.ema_decay)
 
   def train_fn(state, totals, batches, i):

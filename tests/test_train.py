@@ -173,13 +173,22 @@ def test_random_shift_moves_content_within_bounds():
   np.testing.assert_allclose(np.asarray(shifted).sum(axis=(1, 2, 3)), 1.0)
 
 
+def test_elastic_distortion_reaches_the_train_step(tiny_idx_dir):
+  _, state, batch = _state_and_batch(tiny_idx_dir)
+  step = jax.jit(train.train_step, static_argnames=('max_rotation', 'elastic_alpha'))
+  loss = lambda **aug: float(step(state, batch, **aug)[1]['loss_sum'])
+  assert loss(max_rotation=5.0) == loss(max_rotation=5.0)
+  assert loss(max_rotation=5.0) != loss(max_rotation=5.0, elastic_alpha=8.0)
+
+
 def _read_metrics(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f]
 
 
 def test_training_is_deterministic_and_learns(tiny_idx_dir, tmp_path):
-  config = tiny_config(tiny_idx_dir, max_shift=1)
+  config = tiny_config(tiny_idx_dir, max_shift=1, max_rotation=5.0,
+                       elastic_alpha=8.0)  # the warp path, all of it
   first = train.train_and_evaluate(config, str(tmp_path / 'a'))
   second = train.train_and_evaluate(config, str(tmp_path / 'b'))
   drop_time = lambda records: [{k: v for k, v in r.items() if k != 'elapsed'}
@@ -213,6 +222,8 @@ def test_training_is_deterministic_and_learns(tiny_idx_dir, tmp_path):
     ('max_shift', 9, '--config.max_shift: must be 0-8 pixels'),
     ('max_rotation', -1.0, '--config.max_rotation: must be 0-45 degrees'),
     ('max_scale', 1.0, r'--config.max_scale: must be in \[0, 1\)'),
+    ('elastic_alpha', -1.0, '--config.elastic_alpha: must be 0-100 pixels'),
+    ('elastic_sigma', 0.0, '--config.elastic_sigma: must be 0.5-10 pixels'),
     ('checkpoint_every_steps', -1, '--config.checkpoint_every_steps: must be >= 0'),
     ('keep_checkpoints', 0, '--config.keep_checkpoints: must be >= 1'),
     ('log_every_steps', -1, '--config.log_every_steps: must be >= 0'),
