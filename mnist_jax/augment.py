@@ -1,7 +1,10 @@
 """Random training-image transforms, drawn per image inside the jitted step."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 
@@ -65,10 +68,24 @@ def random_elastic_displacement(rng: jax.Array, batch: int, height: int,
   return alpha * jnp.einsum('ij,bajk,lk->bail', rows, noise, cols)
 
 
-def random_warp(images: jax.Array, rng: jax.Array, max_shift: float,
-                max_rotation: float, max_scale: float,
-                elastic_alpha: float = 0.0,
-                elastic_sigma: float = 4.0) -> jax.Array:
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """A config's augmentation settings, all off by default; hashable, so the
+  jitted train step can take them as a static argument."""
+  max_shift: int = 0  # pixels
+  max_rotation: float = 0.0  # degrees
+  max_scale: float = 0.0  # scaling in [1 - s, 1 + s]
+  elastic_alpha: float = 0.0  # pixels
+  elastic_sigma: float = 4.0  # pixels
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'Augmentation':
+    return cls(**{field.name: config[field.name]
+                  for field in dataclasses.fields(cls)})
+
+
+def random_warp(images: jax.Array, rng: jax.Array,
+                settings: Augmentation) -> jax.Array:
   """Per image: rotation up to +-`max_rotation` degrees, scale in
   [1 - max_scale, 1 + max_scale], shift up to +-`max_shift` pixels and, when
   `elastic_alpha` > 0, an elastic distortion, all in one bilinear resampling."""
@@ -76,31 +93,30 @@ def random_warp(images: jax.Array, rng: jax.Array, max_shift: float,
   # The first three of split(rng, 4) are split(rng, 3) (threefry is
   # partitionable), so configs without the distortion keep their draws.
   angle_rng, scale_rng, shift_rng, elastic_rng = jax.random.split(rng, 4)
-  angles = jnp.deg2rad(max_rotation) * jax.random.uniform(
+  angles = jnp.deg2rad(settings.max_rotation) * jax.random.uniform(
       angle_rng, (batch,), minval=-1.0, maxval=1.0)
-  scales = 1.0 + max_scale * jax.random.uniform(
+  scales = 1.0 + settings.max_scale * jax.random.uniform(
       scale_rng, (batch,), minval=-1.0, maxval=1.0)
-  shifts = max_shift * jax.random.uniform(
+  shifts = settings.max_shift * jax.random.uniform(
       shift_rng, (batch, 2), minval=-1.0, maxval=1.0)
-  if not elastic_alpha:
-    return jax.vmap(_warp_one)(images, angles, scales, shifts)
-  displacements = random_elastic_displacement(
-      elastic_rng, batch, height, width, elastic_alpha, elastic_sigma)
+  displacements = None
+  if settings.elastic_alpha:
+    displacements = random_elastic_displacement(
+        elastic_rng, batch, height, width, settings.elastic_alpha,
+        settings.elastic_sigma)
   return jax.vmap(_warp_one)(images, angles, scales, shifts, displacements)
 
 
-def augment(images: jax.Array, rng: jax.Array, max_shift: int = 0,
-            max_rotation: float = 0.0, max_scale: float = 0.0,
-            elastic_alpha: float = 0.0, elastic_sigma: float = 4.0) -> jax.Array:
+def augment(images: jax.Array, rng: jax.Array,
+            settings: Augmentation = Augmentation()) -> jax.Array:
   """The config's augmentation of float images [B, H, W, C].
 
   Whole-pixel shifts alone are an exact crop; rotation, scaling or an elastic
   distortion switch to a bilinear warp that also draws the shift
   (continuously).
   """
-  if max_rotation or max_scale or elastic_alpha:
-    return random_warp(images, rng, max_shift, max_rotation, max_scale,
-                       elastic_alpha, elastic_sigma)
-  if max_shift:
-    return random_shift(images, rng, max_shift)
+  if settings.max_rotation or settings.max_scale or settings.elastic_alpha:
+    return random_warp(images, rng, settings)
+  if settings.max_shift:
+    return random_shift(images, rng, settings.max_shift)
   return images

@@ -110,16 +110,12 @@ def update_ema(state: TrainState, decay: float) -> TrainState:
 
 
 def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
-               max_shift: int = 0, max_rotation: float = 0.0,
-               max_scale: float = 0.0, elastic_alpha: float = 0.0,
-               elastic_sigma: float = 4.0,
+               augmentation: augment.Augmentation = augment.Augmentation(),
                ema_decay: float = 0.0) -> tuple[TrainState, Metrics]:
   """One optimizer step on `batch` (uint8 'image', int32 'label')."""
   augment_rng, dropout_rng = jax.random.split(
       jax.random.fold_in(state.rng, state.step))
-  images = augment.augment(to_float(batch['image']), augment_rng, max_shift,
-                           max_rotation, max_scale, elastic_alpha,
-                           elastic_sigma)
+  images = augment.augment(to_float(batch['image']), augment_rng, augmentation)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
@@ -237,11 +233,7 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
   stays on the device and a step costs one dispatch and no host transfer.
   """
   step_fn = functools.partial(train_step, label_smoothing=config.label_smoothing,
-                              max_shift=config.max_shift,
-                              max_rotation=config.max_rotation,
-                              max_scale=config.max_scale,
-                              elastic_alpha=config.elastic_alpha,
-                              elastic_sigma=config.elastic_sigma,
+                              augmentation=augment.Augmentation.from_config(config),
                               ema_decay=config.ema_decay)
 
   def train_fn(state, totals, batches, i):

@@ -1,5 +1,6 @@
 """The affine and elastic augmentation: exact on the cases with known answers."""
 
+import dataclasses
 import math
 
 import jax
@@ -42,8 +43,8 @@ def test_whole_pixel_shift_moves_content():
 
 def test_random_affine_draws_different_transforms_within_bounds():
   images = jnp.repeat(_digit_like_image()[None], 16, axis=0)
-  out = augment.random_warp(images, jax.random.PRNGKey(0), max_shift=1,
-                              max_rotation=10, max_scale=0.1)
+  out = augment.random_warp(images, jax.random.PRNGKey(0), augment.Augmentation(
+      max_shift=1, max_rotation=10, max_scale=0.1))
   assert out.shape == images.shape
   assert len({np.asarray(o).tobytes() for o in out}) == 16
   mass = np.asarray(out).sum(axis=(1, 2, 3)) / float(images[0].sum())
@@ -90,15 +91,17 @@ def test_elastic_displacement_is_smooth_and_scales_with_alpha():
 def test_random_warp_with_elastic_distortion_keeps_the_digit():
   images = jnp.repeat(_digit_like_image()[None], 16, axis=0)
   rng = jax.random.PRNGKey(0)
-  plain = augment.random_warp(images, rng, 1, 10, 0.1)
-  elastic = augment.random_warp(images, rng, 1, 10, 0.1, elastic_alpha=16.0)
+  affine = augment.Augmentation(max_shift=1, max_rotation=10, max_scale=0.1)
+  plain = augment.random_warp(images, rng, affine)
+  elastic = augment.random_warp(
+      images, rng, dataclasses.replace(affine, elastic_alpha=16.0))
   assert not np.allclose(plain, elastic)
   assert len({np.asarray(o).tobytes() for o in elastic}) == 16
   mass = np.asarray(elastic).sum(axis=(1, 2, 3)) / float(images[0].sum())
   assert np.all((mass > 0.7) & (mass < 1.4))
-  same = augment.augment(images, rng, elastic_alpha=16.0)
-  np.testing.assert_allclose(
-      same, augment.random_warp(images, rng, 0, 0, 0, elastic_alpha=16.0))
+  elastic_only = augment.Augmentation(elastic_alpha=16.0)
+  np.testing.assert_allclose(augment.augment(images, rng, elastic_only),
+                             augment.random_warp(images, rng, elastic_only))
 
 
 def test_elastic_key_leaves_the_affine_draws_unchanged():

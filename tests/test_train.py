@@ -175,10 +175,19 @@ def test_random_shift_moves_content_within_bounds():
 
 def test_elastic_distortion_reaches_the_train_step(tiny_idx_dir):
   _, state, batch = _state_and_batch(tiny_idx_dir)
-  step = jax.jit(train.train_step, static_argnames=('max_rotation', 'elastic_alpha'))
-  loss = lambda **aug: float(step(state, batch, **aug)[1]['loss_sum'])
+  step = jax.jit(train.train_step, static_argnames='augmentation')
+  loss = lambda **aug: float(step(
+      state, batch, augmentation=augment.Augmentation(**aug))[1]['loss_sum'])
   assert loss(max_rotation=5.0) == loss(max_rotation=5.0)
   assert loss(max_rotation=5.0) != loss(max_rotation=5.0, elastic_alpha=8.0)
+
+
+def test_augmentation_from_config_reads_every_setting(tiny_idx_dir):
+  config = tiny_config(tiny_idx_dir, max_shift=1, max_rotation=5.0,
+                       max_scale=0.1, elastic_alpha=8.0, elastic_sigma=3.0)
+  assert augment.Augmentation.from_config(config) == augment.Augmentation(
+      max_shift=1, max_rotation=5.0, max_scale=0.1, elastic_alpha=8.0,
+      elastic_sigma=3.0)
 
 
 def _read_metrics(workdir):
