@@ -1,7 +1,8 @@
 """The most accurate single model in under 15 minutes on a 2-core CPU: a
 wider three-stage batch-norm CNN with two convolutions in its last stage,
 random shifts, rotations and scalings, label smoothing, evaluated with a
-moving average of its weights.
+moving average of its weights and, after the last epoch, on nine views of
+each test image as well (test-time augmentation, mnist_jax/tta.py).
 
 Batch 32, not 64: this network runs 1.5x faster per image on XLA:CPU when a
 batch's activations stay in cache (README, Performance); evaluation at batch
@@ -26,4 +27,5 @@ def get_config():
   config.batch_size = 32
   config.num_epochs = 27
   config.eval_batch_size = 100
+  config.tta = True
   return config

@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   # Evaluation, logging and checkpoints.
   config.eval_batch_size = 1000
+  config.tta = False  # also evaluate 9 views of each test image (mnist_jax/tta.py)
   config.log_every_steps = 0  # 0: ten progress lines per epoch
   config.checkpoint_every_steps = 0  # 0: only at the end of each epoch
   config.keep_checkpoints = 2

@@ -18,8 +18,9 @@ def random_shift(images: jax.Array, rng: jax.Array, max_shift: int) -> jax.Array
   return jax.vmap(crop)(padded, offsets)
 
 
-def _warp_one(image: jax.Array, angle: jax.Array, scale: jax.Array,
-              shift: jax.Array, displacement: jax.Array | None = None) -> jax.Array:
+def warp_image(image: jax.Array, angle: jax.Array, scale: jax.Array,
+               shift: jax.Array,
+               displacement: jax.Array | None = None) -> jax.Array:
   """Rotates by `angle` (radians) and scales about the centre, then shifts.
 
   Output pixel p samples the input at A^-1 (p - c - shift) + c + d(p),
@@ -104,7 +105,7 @@ def random_warp(images: jax.Array, rng: jax.Array,
     displacements = random_elastic_displacement(
         elastic_rng, batch, height, width, settings.elastic_alpha,
         settings.elastic_sigma)
-  return jax.vmap(_warp_one)(images, angles, scales, shifts, displacements)
+  return jax.vmap(warp_image)(images, angles, scales, shifts, displacements)
 
 
 def augment(images: jax.Array, rng: jax.Array,

@@ -164,6 +164,8 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None = None,
   for milestone in ACCURACY_MILESTONES:
     result[f'seconds_to_{100 * milestone:.1f}'] = seconds_to_accuracy(records, milestone)
   result['final_test_accuracy'] = summary['test_accuracy']
+  if 'test_accuracy_tta' in summary:
+    result['final_test_accuracy_tta'] = summary['test_accuracy_tta']
   result['test_examples'] = summary['test_examples']
   result['num_epochs'] = summary['epoch']
   result['train_seconds'] = summary['elapsed']

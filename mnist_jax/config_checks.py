@@ -11,15 +11,15 @@ REQUIRED_KEYS = ('dataset', 'data_dir', 'tfds_data_dir', 'tfds_manual_dir',
                  'momentum', 'weight_decay', 'schedule', 'warmup_epochs',
                  'label_smoothing', 'ema_decay', 'max_shift', 'max_rotation',
                  'max_scale', 'elastic_alpha', 'elastic_sigma', 'batch_size',
-                 'num_epochs', 'seed',
-                 'eval_batch_size', 'log_every_steps', 'checkpoint_every_steps',
+                 'num_epochs', 'seed', 'eval_batch_size', 'tta',
+                 'log_every_steps', 'checkpoint_every_steps',
                  'keep_checkpoints')
 
 
 # Keys added after the first release, with the value that means "off": a
 # checkpoint saved before a key existed was trained with that value.
 LATER_KEYS = {'max_rotation': 0.0, 'max_scale': 0.0, 'ema_decay': 0.0,
-              'elastic_alpha': 0.0, 'elastic_sigma': 4.0}
+              'elastic_alpha': 0.0, 'elastic_sigma': 4.0, 'tta': False}
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -71,6 +71,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'must be 0-100 pixels, got {config.elastic_alpha!r}')
   _require(0.5 <= config.elastic_sigma <= 10, 'elastic_sigma',
            f'must be 0.5-10 pixels, got {config.elastic_sigma!r}')
+  _require(isinstance(config.tta, bool), 'tta',
+           f'must be true or false, got {config.tta!r}')
   _require(config.checkpoint_every_steps >= 0, 'checkpoint_every_steps',
            f'must be >= 0, got {config.checkpoint_every_steps!r}')
   _require(config.keep_checkpoints >= 1, 'keep_checkpoints',

@@ -4,7 +4,8 @@
 order: index, label, prediction, confidence (the top probability) and the
 ten class probabilities prob_0..prob_9. `eval.json` has the accuracy, the
 number of examples, per-class accuracy and the confusion matrix
-(rows: true label, columns: prediction).
+(rows: true label, columns: prediction). Both come from the checkpoint
+config's test-time views: nine per image with `tta`, else the image alone.
 """
 
 import os
@@ -21,6 +22,7 @@ from mnist_jax import io_utils
 from mnist_jax import models
 from mnist_jax import parallel
 from mnist_jax import train
+from mnist_jax import tta
 from mnist_jax.errors import UserError
 
 OUTPUT_NAMES = ('predictions.csv', 'eval.json')
@@ -72,17 +74,19 @@ def check_data_dir(workdir: str, data_dir: str | None) -> None:
                     '--data_dir with the folder of IDX files')
 
 
-def predict(state: train.TrainState, split: data_lib.Split,
-            batch_size: int) -> dict[str, np.ndarray]:
+def predict(state: train.TrainState, split: data_lib.Split, batch_size: int,
+            views: tuple[tta.View, ...] = tta.IDENTITY) -> dict[str, np.ndarray]:
   """Probabilities [N, 10] and penultimate features [N, D] of every example.
 
-  `batch_size` is rounded up to a multiple of the device count.
+  Probabilities average the test-time `views` (tta.py); features are of the
+  images as they are. `batch_size` is rounded up to a multiple of the device
+  count.
   """
   mesh = parallel.create_mesh()
   batch_size = parallel.device_batch_size(batch_size, mesh.size)
   batches = train.device_eval_batches(split, batch_size,
                                       parallel.stacked_batches_sharding(mesh))
-  predict_fn = jax.jit(lambda s, b, i: train.predict_step(s, b['image'][i]),
+  predict_fn = jax.jit(lambda s, b, i: train.predict_step(s, b['image'][i], views),
                        out_shardings=parallel.replicated(mesh))
   outputs = [predict_fn(state, batches, i)
              for i in range(train.num_batches(batches))]
@@ -125,9 +129,11 @@ def evaluate_workdir(workdir: str, data_dir: str | None = None) -> dict[str, Any
   overrides = {} if data_dir is None else {'data_dir': data_dir}
   config, state = restore_trained_state(workdir, overrides)
   test_split = data_lib.load_split(config, 'test')
-  outputs = predict(state, test_split, config.eval_batch_size)
+  outputs = predict(state, test_split, config.eval_batch_size,
+                    tta.config_views(config))
   summary = eval_summary(test_split.labels, outputs['probabilities'])
   summary['step'] = int(state.step)
+  summary['tta'] = bool(config.tta)
   if parallel.is_main_process():
     predictions_path, eval_path = paths
     io_utils.write_text(predictions_path,

@@ -16,6 +16,7 @@ from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
 from mnist_jax import evaluate
 from mnist_jax import outliers
+from mnist_jax import tta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,10 @@ def load_features(workdir: str, spaces: Sequence[str], fit_on: str,
     if 'pixels' in spaces:
       features[name]['pixels'] = outliers.pixel_features(split.images)
     if 'embeddings' in spaces:
-      outputs = evaluate.predict(state, split, config.eval_batch_size)
+      # predictions.csv's probabilities come from the test-time views;
+      # the fit split needs features only, which are of the plain images.
+      views = tta.config_views(config) if name == 'test' else tta.IDENTITY
+      outputs = evaluate.predict(state, split, config.eval_batch_size, views)
       features[name]['embeddings'] = outputs['features']
       if name == 'test':
         model_probabilities = outputs['probabilities']

@@ -31,6 +31,7 @@ from mnist_jax import metrics_log
 from mnist_jax import models
 from mnist_jax import optim
 from mnist_jax import parallel
+from mnist_jax import tta
 from mnist_jax.errors import UserError
 
 Batch = dict[str, jax.Array]
@@ -138,9 +139,13 @@ def train_step(state: TrainState, batch: Batch, *, label_smoothing: float = 0.0,
   return state, metrics
 
 
-def eval_step(state: TrainState, batch: Batch) -> Metrics:
-  """Summed loss and correct count over the examples whose 'mask' is 1."""
-  logits = state.apply_fn(inference_variables(state), to_float(batch['image']))
+def eval_step(state: TrainState, batch: Batch,
+              views: tuple[tta.View, ...] = tta.IDENTITY) -> Metrics:
+  """Summed loss and correct count over the examples whose 'mask' is 1,
+  predicting from `views` of each image (tta.py)."""
+  variables = inference_variables(state)
+  logits = tta.averaged_logits(lambda x: state.apply_fn(variables, x),
+                               to_float(batch['image']), views)
   mask = batch['mask']
   return {
       'loss_sum': jnp.sum(cross_entropy(logits, batch['label']) * mask),
@@ -149,10 +154,16 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
   }
 
 
-def predict_step(state: TrainState, images: jax.Array) -> dict[str, jax.Array]:
-  """Class probabilities and penultimate features of uint8 images."""
-  logits, features = state.apply_fn(inference_variables(state),
-                                    to_float(images), return_features=True)
+def predict_step(state: TrainState, images: jax.Array,
+                 views: tuple[tta.View, ...] = tta.IDENTITY) -> dict[str, jax.Array]:
+  """Class probabilities (from `views` of each image) and penultimate
+  features (of the image as it is) of uint8 images."""
+  variables = inference_variables(state)
+  images = to_float(images)
+  logits, features = state.apply_fn(variables, images, return_features=True)
+  if views != tta.IDENTITY:
+    logits = tta.averaged_logits(lambda x: state.apply_fn(variables, x),
+                                 images, views)
   return {'probabilities': jax.nn.softmax(logits), 'features': features}
 
 
@@ -246,9 +257,10 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
                  out_shardings=parallel.replicated(mesh))
 
 
-def make_eval_fn(mesh: jax.sharding.Mesh):
+def make_eval_fn(mesh: jax.sharding.Mesh,
+                 views: tuple[tta.View, ...] = tta.IDENTITY):
   def eval_fn(state, totals, batches, i):
-    metrics = eval_step(state, jax.tree.map(lambda a: a[i], batches))
+    metrics = eval_step(state, jax.tree.map(lambda a: a[i], batches), views)
     return _add(totals, metrics, jnp.zeros((), jnp.int32))
   return jax.jit(eval_fn, donate_argnums=1,
                  out_shardings=parallel.replicated(mesh))
@@ -342,6 +354,16 @@ def _train_epoch(train_fn, state: TrainState, totals: Metrics, batches: Batch,
   return state, totals
 
 
+def _tta_metrics(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                 state: TrainState, test_batches: Batch) -> dict[str, float]:
+  """Test loss and accuracy with the config's test-time views; run after the
+  last epoch only, since nine views cost nine evaluations."""
+  metrics = evaluate(make_eval_fn(mesh, tta.config_views(config)), state,
+                     test_batches)
+  return {'test_loss_tta': metrics['loss'],
+          'test_accuracy_tta': metrics['accuracy']}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, float]:
   """Trains `config` in `workdir`, resuming from its latest checkpoint.
@@ -398,8 +420,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                'train_accuracy': train_metrics['accuracy'],
                'test_loss': test_metrics['loss'],
                'test_accuracy': test_metrics['accuracy'],
-               'test_examples': test_metrics['count'],
-               'elapsed': elapsed_before + time.time() - start_time}
+               'test_examples': test_metrics['count']}
+    if config.tta and epoch == config.num_epochs:
+      summary.update(_tta_metrics(config, mesh, state, test_batches))
+    summary['elapsed'] = elapsed_before + time.time() - start_time
     log.write(summary)
     totals = jax.device_put(zero_totals(), replicated)
     checkpoints.save(int(state.step), state, totals)

@@ -1,7 +1,9 @@
 """Evaluates the latest checkpoint in --workdir on every test image.
 
 Writes W/predictions.csv (index, label, prediction, confidence, prob_0..9)
-and W/eval.json (accuracy, num_examples, per-class accuracy, confusion matrix).
+and W/eval.json (accuracy, num_examples, per-class accuracy, confusion matrix,
+tta). A model trained with --config.tta=true is evaluated on nine views of
+each image (mnist_jax/tta.py).
 """
 
 from absl import flags

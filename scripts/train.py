@@ -28,6 +28,9 @@ def main(argv):
   print(f'test accuracy {summary["test_accuracy"]:.4f} on '
         f'{summary["test_examples"]} test images after epoch {summary["epoch"]} '
         f'({summary["elapsed"]:.1f} s)')
+  if 'test_accuracy_tta' in summary:
+    print(f'test accuracy {summary["test_accuracy_tta"]:.4f} with test-time '
+          'augmentation (nine views of each image)')
 
 
 if __name__ == '__main__':

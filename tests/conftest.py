@@ -4,11 +4,15 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import default
 from mnist_jax import data as data_lib
+from mnist_jax import models
+from mnist_jax import train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(REPO_ROOT, '..', 'shared', 'data', 'mnist')
@@ -60,6 +64,17 @@ def tiny_config(data_dir, **overrides):
   for key, value in overrides.items():  # assignment: update() would merge dicts
     config[key] = value
   return config
+
+
+def tiny_state_and_batch(data_dir, **overrides):
+  """A tiny config's fresh train state and its first 64 training examples."""
+  config = tiny_config(data_dir, **overrides)
+  split = data_lib.load_split(config, 'train')
+  state = train.create_train_state(models.create_model(config), config, 8,
+                                   jax.random.PRNGKey(0))
+  batch = {'image': jnp.asarray(split.images[:64]),
+           'label': jnp.asarray(split.labels[:64])}
+  return config, state, batch
 
 
 def run_script(script, *args, env=None, timeout=600):

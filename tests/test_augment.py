@@ -21,21 +21,21 @@ def _digit_like_image():
 
 def test_identity_transform_is_exact():
   image = _digit_like_image()
-  out = augment._warp_one(image, jnp.float32(0), jnp.float32(1), jnp.zeros(2))
+  out = augment.warp_image(image, jnp.float32(0), jnp.float32(1), jnp.zeros(2))
   np.testing.assert_allclose(out, image, atol=1e-6)
 
 
 def test_quarter_turn_equals_rot90():
   image = _digit_like_image()
-  out = augment._warp_one(image, jnp.float32(math.pi / 2), jnp.float32(1),
-                            jnp.zeros(2))
+  out = augment.warp_image(image, jnp.float32(math.pi / 2), jnp.float32(1),
+                             jnp.zeros(2))
   np.testing.assert_allclose(out, np.rot90(image, k=1), atol=1e-5)
 
 
 def test_whole_pixel_shift_moves_content():
   image = _digit_like_image()
-  out = augment._warp_one(image, jnp.float32(0), jnp.float32(1),
-                            jnp.array([2.0, -1.0]))
+  out = augment.warp_image(image, jnp.float32(0), jnp.float32(1),
+                             jnp.array([2.0, -1.0]))
   expected = np.zeros_like(image)
   expected[2:, :-1] = np.asarray(image)[:-2, 1:]
   np.testing.assert_allclose(out, expected, atol=1e-6)
@@ -68,10 +68,10 @@ def test_constant_displacement_is_a_shift():
   """Sampling at p + d moves the content by -d."""
   image = _digit_like_image()
   displacement = jnp.stack([jnp.full((28, 28), -2.0), jnp.full((28, 28), 1.0)])
-  out = augment._warp_one(image, jnp.float32(0), jnp.float32(1), jnp.zeros(2),
-                          displacement)
-  shifted = augment._warp_one(image, jnp.float32(0), jnp.float32(1),
-                              jnp.array([2.0, -1.0]))
+  out = augment.warp_image(image, jnp.float32(0), jnp.float32(1), jnp.zeros(2),
+                           displacement)
+  shifted = augment.warp_image(image, jnp.float32(0), jnp.float32(1),
+                               jnp.array([2.0, -1.0]))
   np.testing.assert_allclose(out, shifted, atol=1e-6)
 
 

@@ -16,9 +16,11 @@ def _read_json(path):
 
 @pytest.fixture(scope='module')
 def mnist_run(tmp_path_factory, mnist_dir):
+  """configs/fast.py with test-time augmentation (tta.py), which evaluate.py
+  and outliers.py then take from the checkpoint's config."""
   workdir = str(tmp_path_factory.mktemp('mnist'))
   result = run_script('train.py', '--config=configs/fast.py', f'--workdir={workdir}',
-                      f'--config.data_dir={mnist_dir}')
+                      f'--config.data_dir={mnist_dir}', '--config.tta=true')
   assert result.returncode == 0, result.stderr
   return workdir
 
@@ -28,6 +30,8 @@ def test_fast_config_trains_to_97_percent_on_all_test_images(mnist_run):
     final = json.loads(f.readlines()[-1])
   assert final['test_examples'] == 10_000
   assert final['test_accuracy'] >= 0.97
+  assert final['test_accuracy_tta'] >= 0.97
+  assert final['test_loss_tta'] != final['test_loss']
 
 
 def test_evaluate_and_outliers_agree_with_training(mnist_run):
@@ -37,7 +41,8 @@ def test_evaluate_and_outliers_agree_with_training(mnist_run):
   with open(os.path.join(mnist_run, 'metrics.jsonl')) as f:
     final = json.loads(f.readlines()[-1])
   assert evaluation['num_examples'] == 10_000
-  assert evaluation['accuracy'] == pytest.approx(final['test_accuracy'], abs=1e-9)
+  assert evaluation['tta'] is True
+  assert evaluation['accuracy'] == pytest.approx(final['test_accuracy_tta'], abs=1e-9)
 
   result = run_script('outliers.py', f'--workdir={mnist_run}')
   assert result.returncode == 0, result.stderr

@@ -40,6 +40,7 @@ def test_evaluate_reproduces_training_accuracy(trained_workdir):
   with open(os.path.join(workdir, 'eval.json')) as f:
     evaluation = json.load(f)
   assert evaluation['num_examples'] == final['test_examples'] == 200
+  assert evaluation['tta'] is False and 'test_accuracy_tta' not in final
   assert evaluation['accuracy'] == pytest.approx(final['test_accuracy'], abs=1e-9)
   with open(os.path.join(workdir, 'predictions.csv')) as f:
     rows = f.read().splitlines()
@@ -52,6 +53,7 @@ def test_evaluate_reproduces_training_accuracy(trained_workdir):
     (('--config.optimizer=lion',), ("--config.optimizer: unknown optimizer 'lion'",)),
     (('--config.batch_size=0',), ('--config.batch_size: must be a positive integer',)),
     (('--config.learning_rate=-1.0',), ('--config.learning_rate: must be positive',)),
+    (('--config.tta=yes',), ('--config.tta=yes', 'Non-boolean argument')),
 ])
 def test_bad_config_values(tmp_path, tiny_idx_dir, flags, fragments):
   workdir = tmp_path / 'work'

@@ -19,17 +19,7 @@ from mnist_jax import parallel
 from mnist_jax import train
 from mnist_jax.errors import UserError
 
-from conftest import tiny_config
-
-
-def _state_and_batch(tiny_idx_dir, **overrides):
-  config = tiny_config(tiny_idx_dir, **overrides)
-  split = data_lib.load_split(config, 'train')
-  state = train.create_train_state(models.create_model(config), config, 8,
-                                   jax.random.PRNGKey(0))
-  batch = {'image': jnp.asarray(split.images[:64]),
-           'label': jnp.asarray(split.labels[:64])}
-  return config, state, batch
+from conftest import tiny_config, tiny_state_and_batch
 
 
 @pytest.mark.parametrize('model', ['mlp', 'cnn', 'convnet', 'convnet_s2d'])
@@ -41,7 +31,7 @@ def test_train_steps_lower_the_loss(tiny_idx_dir, model):
         'downsample': 'space_to_depth'})
   elif model != 'convnet':
     overrides['model_kwargs'] = {}
-  _, state, batch = _state_and_batch(tiny_idx_dir, **overrides)
+  _, state, batch = tiny_state_and_batch(tiny_idx_dir, **overrides)
   step = jax.jit(train.train_step)
   losses = []
   for _ in range(5):
@@ -54,7 +44,7 @@ def test_train_steps_lower_the_loss(tiny_idx_dir, model):
 @pytest.mark.parametrize('optimizer, learning_rate', [
     ('sgd', 0.1), ('momentum', 0.03), ('nesterov', 0.03), ('adamw', 0.003)])
 def test_every_optimizer_lowers_the_loss(tiny_idx_dir, optimizer, learning_rate):
-  _, state, batch = _state_and_batch(
+  _, state, batch = tiny_state_and_batch(
       tiny_idx_dir, optimizer=optimizer, learning_rate=learning_rate,
       schedule='constant', weight_decay=1e-4)
   step = jax.jit(train.train_step)
@@ -85,7 +75,7 @@ def test_learning_rate_schedules(schedule, checks):
 
 
 def test_label_smoothing_changes_the_update_not_the_reported_loss(tiny_idx_dir):
-  _, state, batch = _state_and_batch(tiny_idx_dir, schedule='constant')
+  _, state, batch = tiny_state_and_batch(tiny_idx_dir, schedule='constant')
   plain, plain_metrics = train.train_step(state, batch)
   smooth, smooth_metrics = train.train_step(state, batch, label_smoothing=0.1)
   # The logged loss is the plain cross-entropy of the same forward pass.
@@ -97,14 +87,14 @@ def test_label_smoothing_changes_the_update_not_the_reported_loss(tiny_idx_dir):
 
 
 def test_batch_norm_statistics_update(tiny_idx_dir):
-  _, state, batch = _state_and_batch(tiny_idx_dir)
+  _, state, batch = tiny_state_and_batch(tiny_idx_dir)
   new_state, _ = train.train_step(state, batch)
   before, after = jax.tree.leaves(state.batch_stats), jax.tree.leaves(new_state.batch_stats)
   assert before and any(not np.allclose(a, b) for a, b in zip(before, after))
 
 
 def test_ema_follows_the_weights_and_is_what_evaluation_uses(tiny_idx_dir):
-  _, state, batch = _state_and_batch(tiny_idx_dir, ema_decay=0.99)
+  _, state, batch = tiny_state_and_batch(tiny_idx_dir, ema_decay=0.99)
   assert jax.tree.all(jax.tree.map(jnp.array_equal, state.ema,
                                    {'params': state.params,
                                     'batch_stats': state.batch_stats}))
@@ -136,7 +126,7 @@ def test_checkpoint_config_from_before_a_key_existed_still_matches(tiny_idx_dir)
 
 def test_eval_counts_every_example_once(tiny_idx_dir):
   """200 test examples in batches of 64: 4 batches, 56 padded rows masked."""
-  config, state, _ = _state_and_batch(tiny_idx_dir)
+  config, state, _ = tiny_state_and_batch(tiny_idx_dir)
   split = data_lib.load_split(config, 'test')
   mesh = parallel.create_mesh()
   batches = train.device_eval_batches(split, 64, parallel.stacked_batches_sharding(mesh))
@@ -174,7 +164,7 @@ def test_random_shift_moves_content_within_bounds():
 
 
 def test_elastic_distortion_reaches_the_train_step(tiny_idx_dir):
-  _, state, batch = _state_and_batch(tiny_idx_dir)
+  _, state, batch = tiny_state_and_batch(tiny_idx_dir)
   step = jax.jit(train.train_step, static_argnames='augmentation')
   loss = lambda **aug: float(step(
       state, batch, augmentation=augment.Augmentation(**aug))[1]['loss_sum'])
@@ -244,4 +234,12 @@ def test_training_is_deterministic_and_learns(tiny_idx_dir, tmp_path):
 def test_invalid_config_values(tiny_idx_dir, key, value, message):
   config = tiny_config(tiny_idx_dir, **{key: value})
   with pytest.raises(UserError, match=message):
+    config_checks.validate_config(config)
+
+
+def test_tta_must_be_true_or_false(tiny_idx_dir):
+  config = tiny_config(tiny_idx_dir)
+  del config['tta']  # as in a config file that builds its own ConfigDict
+  config.tta = 'yes'
+  with pytest.raises(UserError, match="--config.tta: must be true or false, got 'yes'"):
     config_checks.validate_config(config)
