@@ -21,10 +21,11 @@ from mnist_jax import orbax_errors
 from mnist_jax.errors import UserError
 
 # Keys that may change between a run and its resumption: where data is read
-# from and how often to log or save. Every other key shapes the computation.
+# from, how often to log or save, and how the test set is evaluated. Every
+# other key shapes the computation.
 RESUMABLE_KEYS = frozenset({'data_dir', 'tfds_data_dir', 'tfds_manual_dir',
                             'log_every_steps', 'checkpoint_every_steps',
-                            'keep_checkpoints', 'eval_batch_size'})
+                            'keep_checkpoints', 'eval_batch_size', 'tta'})
 
 
 def checkpoint_dir(workdir: str) -> str:

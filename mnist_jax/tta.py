@@ -19,7 +19,7 @@ from mnist_jax import augment
 
 
 class View(NamedTuple):
-  """One deterministic transform of every image (hashable: a static argument)."""
+  """One deterministic transform of every image, fixed when a step is traced."""
   rotation: float = 0.0  # degrees
   scale: float = 1.0
   shift: tuple[float, float] = (0.0, 0.0)  # pixels: rows, columns

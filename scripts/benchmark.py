@@ -3,7 +3,8 @@
 Prints and writes step_ms, images_per_s, flops_per_step (XLA cost analysis),
 utilization (against a matmul peak measured in the same run), compile_s and,
 from a real training run, seconds_to_99.0 / seconds_to_99.5 (compilation
-included), and the config file with its command-line overrides.
+included) and final_test_accuracy (and final_test_accuracy_tta with
+--config.tta), and the config file with its command-line overrides.
 --steps_only skips the training run; --profile_ops=N adds the train step's N
 costliest operations (`top_ops`, from a jax.profiler trace).
 """

@@ -1,7 +1,8 @@
 """Which misclassified test images are Isolation Forest outliers, and which
 look like label errors, for the model in --workdir.
 
-Reads W/predictions.csv (from scripts/evaluate.py) and writes W/outliers.csv,
+Reads W/predictions.csv (from scripts/evaluate.py: with the nine test-time
+views when the model was trained with --config.tta) and writes W/outliers.csv,
 W/outliers.json, W/report.md and its PNG figures. Pixels need no checkpoint
 when --data_dir is given; embeddings read the latest checkpoint in W.
 """

@@ -12,7 +12,7 @@ from conftest import REPO_ROOT, assert_one_line_error, run_script, write_idx_fol
 from test_scripts import train_args
 
 EIGHT_DEVICES = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
-FLAGS = ('--config.num_epochs=1', '--config.max_shift=1')
+FLAGS = ('--config.num_epochs=1', '--config.max_shift=1', '--config.tta=true')
 
 
 def _final_metrics(workdir):
@@ -21,9 +21,10 @@ def _final_metrics(workdir):
 
 
 def _assert_same_training(a, b):
-  for key in ('train_loss', 'test_loss'):
+  for key in ('train_loss', 'test_loss', 'test_loss_tta'):
     assert a[key] == pytest.approx(b[key], rel=1e-5), key
-  for key in ('train_accuracy', 'test_accuracy', 'test_examples'):
+  for key in ('train_accuracy', 'test_accuracy', 'test_accuracy_tta',
+              'test_examples'):
     assert a[key] == b[key], key
 
 

@@ -99,3 +99,6 @@ def test_training_logs_the_views_after_the_last_epoch_only(tiny_idx_dir, tmp_pat
       'probabilities']
   assert summary['test_accuracy_tta'] == pytest.approx(
       np.mean(probabilities.argmax(-1) == split.labels), abs=1e-9)
+  label_probabilities = probabilities[np.arange(len(split)), split.labels]
+  assert summary['test_loss_tta'] == pytest.approx(
+      -np.mean(np.log(label_probabilities)), rel=1e-4)
