@@ -160,10 +160,12 @@ def predict_step(state: TrainState, images: jax.Array,
   features (of the image as it is) of uint8 images."""
   variables = inference_variables(state)
   images = to_float(images)
-  logits, features = state.apply_fn(variables, images, return_features=True)
-  if views != tta.IDENTITY:
-    logits = tta.averaged_logits(lambda x: state.apply_fn(variables, x),
-                                 images, views)
+  plain_logits, features = state.apply_fn(variables, images,
+                                          return_features=True)
+  logits = tta.average([
+      plain_logits if view == tta.View() else
+      state.apply_fn(variables, tta.apply_view(images, view))
+      for view in views])
   return {'probabilities': jax.nn.softmax(logits), 'features': features}
 
 

@@ -9,7 +9,7 @@ were fixed before they were measured, not tuned on the test set (README,
 Performance). It is still one model: one set of weights, nine forward passes.
 """
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ VIEWS = (View(),
 
 def config_views(config: ml_collections.ConfigDict) -> tuple[View, ...]:
   """The views a config evaluates with: VIEWS with `config.tta`, else IDENTITY."""
-  return VIEWS if config.get('tta', False) else IDENTITY
+  return VIEWS if config.tta else IDENTITY
 
 
 def apply_view(images: jax.Array, view: View) -> jax.Array:
@@ -47,11 +47,16 @@ def apply_view(images: jax.Array, view: View) -> jax.Array:
               jnp.float32(view.scale), jnp.asarray(view.shift, jnp.float32))
 
 
+def average(view_logits: Sequence[jax.Array]) -> jax.Array:
+  """One view's logits as they are; for several, the mean over views of the
+  log-softmax, which softmax and cross-entropy take as logits."""
+  if len(view_logits) == 1:
+    return view_logits[0]
+  return jnp.mean(jnp.stack([jax.nn.log_softmax(l) for l in view_logits]),
+                  axis=0)
+
+
 def averaged_logits(logits_fn: Callable[[jax.Array], jax.Array],
                     images: jax.Array, views: tuple[View, ...]) -> jax.Array:
-  """`logits_fn(images)` for one view; for several, the mean over views of
-  the log-softmax, which softmax and cross-entropy take as logits."""
-  if len(views) == 1:
-    return logits_fn(apply_view(images, views[0]))
-  return jnp.mean(jnp.stack([jax.nn.log_softmax(logits_fn(apply_view(images, v)))
-                             for v in views]), axis=0)
+  """`average` of `logits_fn` over `views` of `images`."""
+  return average([logits_fn(apply_view(images, v)) for v in views])

@@ -2,9 +2,11 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from mnist_jax import config_checks
 from mnist_jax import data as data_lib
 from mnist_jax import evaluate
 from mnist_jax import metrics_log
@@ -20,9 +22,12 @@ def _images(n=8):
 
 
 def test_config_views():
-  assert tta.config_views({'tta': False}) == tta.IDENTITY == (tta.View(),)
-  assert tta.config_views({}) == tta.IDENTITY  # checkpoints from before the key
-  views = tta.config_views({'tta': True})
+  config = ml_collections.ConfigDict
+  assert tta.config_views(config({'tta': False})) == tta.IDENTITY == (tta.View(),)
+  # A checkpoint from before the key, read through config_checks.
+  old = config_checks.with_later_keys(config({'seed': 0}))
+  assert tta.config_views(old) == tta.IDENTITY
+  views = tta.config_views(config({'tta': True}))
   assert len(views) == len(set(views)) == 9 and views[0] == tta.View()
 
 
