@@ -136,6 +136,16 @@ def machine_description() -> dict[str, Any]:
           'jax_version': jax.__version__}
 
 
+def check_config_and_workdir(config: ml_collections.ConfigDict,
+                             workdir: str | None, steps_only: bool) -> None:
+  """UserError for a bad config, or for a training run's folder that holds
+  files: time to accuracy needs a fresh run, not a resumed one."""
+  config_checks.validate_config(config)
+  if workdir and not steps_only and os.path.isdir(workdir) and os.listdir(workdir):
+    raise UserError(f'--workdir {workdir!r} is not empty; the benchmark times '
+                    'a fresh training run, so give a new folder')
+
+
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None = None,
                   steps_only: bool = False, steps: int = 30,
                   profile_ops: int = 0) -> dict[str, Any]:
@@ -145,10 +155,7 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None = None,
   operations (see `op_profile`; on CPU call `op_profile.enable_cpu_op_events`
   before any computation).
   """
-  config_checks.validate_config(config)
-  if workdir and not steps_only and os.path.isdir(workdir) and os.listdir(workdir):
-    raise UserError(f'--workdir {workdir!r} is not empty; the benchmark times '
-                    'a fresh training run, so give a new folder')
+  check_config_and_workdir(config, workdir, steps_only)
   result = {'machine': machine_description(), 'model': config.model,
             'batch_size': config.batch_size}
   result.update(time_train_step(config, steps, profile_ops))

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 from mnist_jax import benchmark
+from mnist_jax import benchmark_suite
 from mnist_jax import op_profile
 
 from conftest import run_script, tiny_config
@@ -70,6 +71,8 @@ def test_script_with_training_run(tmp_path, tiny_idx_dir):
   assert figures['config_overrides'] == {
       'data_dir': str(tiny_idx_dir), 'model_kwargs.widths': [8, 16],
       'num_epochs': 2, 'batch_size': 64, 'eval_batch_size': 100}
+  assert figures['command'].startswith('python ')
+  assert figures['command'].endswith(f'--profile_ops=8 --out={out}')
   top_ops = figures['top_ops']
   assert len(top_ops) == 8
   assert all(op['ms'] > 0 and 0 < op['share'] <= 1 for op in top_ops)
@@ -97,3 +100,75 @@ def test_instruction_ops_name_the_jax_operations():
   assert any(op.endswith('sin') for op in ops.values()), ops
   assert any(op.endswith('dot_general') for op in ops.values()), ops
   assert not any(op.startswith('jit(') for op in ops.values())
+
+
+def test_targets():
+  at_most = benchmark_suite.Target('step_ms', 58, at_most=True)
+  at_least = benchmark_suite.Target('utilization', 0.5, at_most=False)
+  assert at_most.describe() == 'step_ms <= 58'
+  assert at_least.describe() == 'utilization >= 0.5'
+  assert at_most.is_met(58) and not at_most.is_met(58.1)
+  assert at_least.is_met(0.5) and not at_least.is_met(0.49)
+  assert not at_most.is_met(None)  # a milestone never reached
+
+
+def test_suite_runs_every_config_and_checks_its_targets(tmp_path, tiny_idx_dir):
+  """The real suite (fast, default and best.py trained for one epoch on tiny
+  data, cnn and wide.py steps only): every run's figures, one row per target
+  holding that run's figure, and the training runs kept under WORKDIR/NAME."""
+  out, workdir = tmp_path / 'suite.json', tmp_path / 'runs'
+  result = run_script('benchmark.py', '--suite', f'--config.data_dir={tiny_idx_dir}',
+                      '--config.num_epochs=1', f'--workdir={workdir}', f'--out={out}')
+  assert result.returncode == 0, result.stderr
+  figures = json.loads(out.read_text())
+  suite = benchmark_suite.SUITE
+  assert list(figures['runs']) == [run.name for run in suite]
+  for run in suite:
+    figures_of_run = figures['runs'][run.name]
+    assert figures_of_run['config'] == f'configs/{run.name}.py'
+    assert 0 < figures_of_run['utilization'] < 1
+    assert ('epochs' in figures_of_run) == (not run.steps_only), run.name
+    assert (workdir / run.name / 'metrics.jsonl').exists() == (not run.steps_only)
+  assert figures['runs']['best']['num_epochs'] == 1
+  assert 'final_test_accuracy_tta' in figures['runs']['best']  # best.py's views
+  targets = [(run, target) for run in suite for target in run.targets]
+  assert len(figures['targets']) == len(targets)
+  for row, (run, target) in zip(figures['targets'], targets):
+    measured = figures['runs'][run.name].get(target.figure)
+    assert row == {'run': run.name, 'config': f'configs/{run.name}.py',
+                   'target': target.describe(), 'measured': measured,
+                   'met': target.is_met(measured)}
+  # One epoch on 200 synthetic test images cannot reach 99.65%.
+  assert not figures['all_met']
+  assert figures['config_overrides'] == {'data_dir': str(tiny_idx_dir), 'num_epochs': 1}
+  assert figures['command'].startswith('python ') and '--suite' in figures['command']
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--config=configs/best.py', '--config does not go with --suite'),
+    ('--steps_only', '--steps_only does not go with --suite'),
+    ('--config.model_kwargs.widths=(8,16)',
+     '--config.model_kwargs.widths: configs/cnn.py has no such key'),
+])
+def test_suite_refuses_flags_for_one_config(tmp_path, tiny_idx_dir, flag, message):
+  out = tmp_path / 'suite.json'
+  # ml_collections wants --config before any --config.KEY.
+  result = run_script('benchmark.py', '--suite', flag,
+                      f'--config.data_dir={tiny_idx_dir}', f'--out={out}')
+  assert result.returncode == 2, result.stderr
+  assert f'error: {message}' in result.stderr
+  assert not out.exists()
+
+
+def test_suite_checks_every_workdir_before_the_first_run(tmp_path, tiny_idx_dir):
+  """best.py trains third: its kept run is found before fast.py starts."""
+  workdir = tmp_path / 'runs'
+  (workdir / 'best').mkdir(parents=True)
+  (workdir / 'best' / 'metrics.jsonl').write_text('{"epoch": 1, "elapsed": 3.0}\n')
+  out = tmp_path / 'suite.json'
+  result = run_script('benchmark.py', '--suite', f'--config.data_dir={tiny_idx_dir}',
+                      f'--workdir={workdir}', f'--out={out}')
+  assert result.returncode == 2, result.stderr
+  assert f"--workdir '{workdir / 'best'}' is not empty" in result.stderr
+  assert not (workdir / 'fast').exists()
+  assert not out.exists()
