@@ -33,7 +33,7 @@ run: setup
 	@echo "report: $(WORKDIR)/report.md (copied to $(RESULTS)/)"
 
 # The performance targets' figures into results/benchmark_$(MACHINE).json
-# (MACHINE=gpu on a GPU; about 18 minutes on 2 CPU cores), the fast.py and
+# (MACHINE=gpu on a GPU; about 16 minutes on 2 CPU cores), the fast.py and
 # best.py runs' metrics beside it, then best.py's costliest operations.
 MACHINE ?= cpu
 BENCH_RUNS := runs/benchmark_$(MACHINE)

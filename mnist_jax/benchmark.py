@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mnist_jax import config_checks
 from mnist_jax import data as data_lib
+from mnist_jax import io_utils
 from mnist_jax import metrics_log
 from mnist_jax import models
 from mnist_jax import op_profile
@@ -139,11 +140,15 @@ def machine_description() -> dict[str, Any]:
 def check_config_and_workdir(config: ml_collections.ConfigDict,
                              workdir: str | None, steps_only: bool) -> None:
   """UserError for a bad config, or for a training run's folder that holds
-  files: time to accuracy needs a fresh run, not a resumed one."""
+  files (time to accuracy needs a fresh run, not a resumed one) or cannot be
+  written; creates that folder."""
   config_checks.validate_config(config)
-  if workdir and not steps_only and os.path.isdir(workdir) and os.listdir(workdir):
+  if not workdir or steps_only:
+    return
+  if os.path.isdir(workdir) and os.listdir(workdir):
     raise UserError(f'--workdir {workdir!r} is not empty; the benchmark times '
                     'a fresh training run, so give a new folder')
+  io_utils.ensure_writable_dir(workdir, '--workdir')
 
 
 def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None = None,

@@ -74,7 +74,11 @@ def load_config(run: SuiteRun,
       config_path.get_value(key, config)
     except (AttributeError, KeyError, IndexError, ValueError):
       raise UserError(f'--config.{key}: {config_file(run)} has no such key') from None
-    config_path.set_value(key, config, value)
+    try:
+      config_path.set_value(key, config, value)
+    except TypeError as e:  # ml_collections' type check
+      raise UserError(f'--config.{key}: {value!r} does not fit '
+                      f'{config_file(run)} ({e})') from None
   return config
 
 
@@ -100,12 +104,16 @@ def run_suite(suite: tuple[SuiteRun, ...], overrides: dict[str, Any],
   """Benchmarks each run of `suite` in turn (see `benchmark.run_benchmark`).
 
   Every config is loaded and checked, and every training run's folder under
-  `workdir` found fresh, before the first run starts.
+  `workdir` found fresh and writable, before the first run starts.
   """
-  configs = {run.name: load_config(run, overrides) for run in suite}
+  configs = {}
   for run in suite:
-    benchmark.check_config_and_workdir(configs[run.name],
-                                       run_workdir(workdir, run), run.steps_only)
+    configs[run.name] = load_config(run, overrides)
+    try:
+      benchmark.check_config_and_workdir(configs[run.name],
+                                         run_workdir(workdir, run), run.steps_only)
+    except UserError as e:
+      raise UserError(f'{config_file(run)}: {e}') from None
   runs = {}
   for run in suite:
     result = benchmark.run_benchmark(configs[run.name], run_workdir(workdir, run),

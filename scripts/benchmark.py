@@ -13,7 +13,9 @@ step's N costliest operations (`top_ops`, from a jax.profiler trace).
 minutes), cnn.py and wide.py (train step only: the Flax example's step time,
 FLOP utilisation), one after the other, with each run's figures under `runs`
 and a `targets` table (bound, measured, met). --config.KEY overrides apply to
-every config; with --workdir, the training runs are kept in WORKDIR/NAME.
+every config (they are parsed against configs/fast.py, the --config default,
+so a key must be in fast.py too); with --workdir, the training runs are kept
+in WORKDIR/NAME.
 """
 
 import json
@@ -40,7 +42,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Keep the training run here, '
                                '--suite, each in WORKDIR/NAME.')
 _SUITE = flags.DEFINE_bool('suite', False, 'Benchmark the project\'s targets: '
                            'fast, default and best.py with training runs, cnn '
-                           'and wide.py steps only (about 18 minutes on 2 CPU '
+                           'and wide.py steps only (about 16 minutes on 2 CPU '
                            'cores), and check each against its target.')
 _PROFILE_OPS = flags.DEFINE_integer(
     'profile_ops', 0, 'Also list the N operations of the train step that take '
@@ -48,11 +50,14 @@ _PROFILE_OPS = flags.DEFINE_integer(
 flag_parsing.define_config_file('config', 'configs/fast.py', 'Config file.')
 
 
-def _run_suite(overrides):
+def _check_suite_flags():
   for name in ('config', 'steps_only', 'profile_ops'):
     if flags.FLAGS[name].present:
       raise UserError(f'--{name} does not go with --suite, which runs its own '
                       'configs (--config.KEY overrides apply to each)')
+
+
+def _run_suite(overrides):
   result = benchmark_suite.run_suite(benchmark_suite.SUITE, overrides,
                                      _WORKDIR.value)
   result['config_overrides'] = overrides
@@ -72,6 +77,8 @@ def _run_one(overrides):
 
 def main(argv):
   del argv
+  if _SUITE.value:
+    _check_suite_flags()
   if _OUT.value:  # fail on an unwritable output before minutes of work
     io_utils.ensure_writable_file_path(_OUT.value, '--out')
   overrides = config_flags.get_override_values(flags.FLAGS['config'])

@@ -112,6 +112,24 @@ def test_targets():
   assert not at_most.is_met(None)  # a milestone never reached
 
 
+def test_check_targets_reads_each_runs_own_figures():
+  suite = (benchmark_suite.SuiteRun('a', 'configs.fast', False, (
+               benchmark_suite.Target('seconds_to_99.0', 15, True),
+               benchmark_suite.Target('final_test_accuracy', 0.99, False))),
+           benchmark_suite.SuiteRun('b', 'configs.cnn', True, (
+               benchmark_suite.Target('step_ms', 58, True),)))
+  runs = {'a': {'seconds_to_99.0': None, 'final_test_accuracy': 0.995, 'step_ms': 99},
+          'b': {'step_ms': 40.0}}
+  rows = benchmark_suite.check_targets(suite, runs)
+  assert rows == [
+      {'run': 'a', 'config': 'configs/fast.py', 'target': 'seconds_to_99.0 <= 15',
+       'measured': None, 'met': False},
+      {'run': 'a', 'config': 'configs/fast.py', 'target': 'final_test_accuracy >= 0.99',
+       'measured': 0.995, 'met': True},
+      {'run': 'b', 'config': 'configs/cnn.py', 'target': 'step_ms <= 58',
+       'measured': 40.0, 'met': True}]
+
+
 def test_suite_runs_every_config_and_checks_its_targets(tmp_path, tiny_idx_dir):
   """The real suite (fast, default and best.py trained for one epoch on tiny
   data, cnn and wide.py steps only): every run's figures, one row per target
@@ -147,6 +165,11 @@ def test_suite_runs_every_config_and_checks_its_targets(tmp_path, tiny_idx_dir):
 @pytest.mark.parametrize('flag, message', [
     ('--config=configs/best.py', '--config does not go with --suite'),
     ('--steps_only', '--steps_only does not go with --suite'),
+    ('--profile_ops=4', '--profile_ops does not go with --suite'),
+    ('--config.model_kwargs.convs_per_stage=2',  # an int where best.py has a tuple
+     '--config.model_kwargs.convs_per_stage: 2 does not fit configs/best.py'),
+    ('--config.batch_size=0', 'configs/fast.py: --config.batch_size: must be a '
+     'positive integer'),
     ('--config.model_kwargs.widths=(8,16)',
      '--config.model_kwargs.widths: configs/cnn.py has no such key'),
 ])
@@ -169,6 +192,18 @@ def test_suite_checks_every_workdir_before_the_first_run(tmp_path, tiny_idx_dir)
   result = run_script('benchmark.py', '--suite', f'--config.data_dir={tiny_idx_dir}',
                       f'--workdir={workdir}', f'--out={out}')
   assert result.returncode == 2, result.stderr
-  assert f"--workdir '{workdir / 'best'}' is not empty" in result.stderr
+  assert f"error: configs/best.py: --workdir '{workdir / 'best'}' is not empty" in result.stderr
   assert not (workdir / 'fast').exists()
+  assert not out.exists()
+
+
+def test_suite_refuses_a_workdir_that_is_a_file(tmp_path, tiny_idx_dir):
+  workdir = tmp_path / 'runs'
+  workdir.write_text('not a folder')
+  out = tmp_path / 'suite.json'
+  result = run_script('benchmark.py', '--suite', f'--config.data_dir={tiny_idx_dir}',
+                      f'--workdir={workdir}', f'--out={out}')
+  assert result.returncode == 2, result.stderr
+  assert (f"error: configs/fast.py: --workdir '{workdir / 'fast'}' is not a "
+          'writable directory') in result.stderr
   assert not out.exists()

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax._src import array as jax_array
 
 from configs import default
 from mnist_jax import augment
@@ -202,6 +203,47 @@ def test_training_is_deterministic_and_learns(tiny_idx_dir, tmp_path):
   assert os.listdir(tmp_path / 'a' / 'checkpoints')
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path / 'a'))
   del second
+
+
+def _host_reads_and_step_compiles(config, workdir, monkeypatch, caplog):
+  """Reads of device arrays by the host (explicit, as jax.device_get, or
+  implicit, as float(x)), and compilations of the train step, in one run.
+
+  The reads are counted where jax's Array converts itself to numpy
+  (jax._src.array.ArrayImpl._value, pinned jax): jax.device_get, float(x),
+  int(x) and x.tolist() go through it; np.asarray(x) on CPU did not in a
+  check, and the training loop does not use it.
+  """
+  reads = []
+  to_numpy = jax_array.ArrayImpl._value
+
+  def counted(array):
+    reads.append(array.shape)
+    return to_numpy.fget(array)
+
+  monkeypatch.setattr(jax_array.ArrayImpl, '_value', property(counted))
+  caplog.clear()
+  with caplog.at_level('WARNING'), jax.log_compiles():
+    train.train_and_evaluate(config, str(workdir))
+  monkeypatch.undo()
+  compiles = [r for r in caplog.records if 'compilation of jit(train_fn)' in r.getMessage()]
+  return len(reads), len(compiles)
+
+
+def test_steps_neither_recompile_nor_sync_with_the_host(tiny_idx_dir, tmp_path,
+                                                         monkeypatch, caplog):
+  """Twice the steps per epoch (batch 32 against 64, two epochs each, no
+  progress lines): the same number of host reads, and the train step
+  compiled once per run."""
+  runs = {}
+  for batch_size in (64, 32):
+    config = tiny_config(tiny_idx_dir, batch_size=batch_size, log_every_steps=1000)
+    runs[batch_size] = _host_reads_and_step_compiles(
+        config, tmp_path / str(batch_size), monkeypatch, caplog)
+  (reads_64, compiles_64), (reads_32, compiles_32) = runs[64], runs[32]
+  assert reads_64 > 0  # the epoch-end metrics: the count sees reads
+  assert reads_32 == reads_64
+  assert compiles_64 == compiles_32 == 1
 
 
 @pytest.mark.parametrize('key, value, message', [
