@@ -93,10 +93,14 @@ def check_targets(suite: tuple[SuiteRun, ...],
                   runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
   """A row per target: the run, its config, the target, the measured value
   and whether it was met."""
-  return [{'run': run.name, 'config': config_file(run),
-           'target': target.describe(), 'measured': runs[run.name].get(target.figure),
-           'met': target.is_met(runs[run.name].get(target.figure))}
-          for run in suite for target in run.targets]
+  rows = []
+  for run in suite:
+    for target in run.targets:
+      measured = runs[run.name].get(target.figure)
+      rows.append({'run': run.name, 'config': config_file(run),
+                   'target': target.describe(), 'measured': measured,
+                   'met': target.is_met(measured)})
+  return rows
 
 
 def run_suite(suite: tuple[SuiteRun, ...], overrides: dict[str, Any],

@@ -57,21 +57,13 @@ def _check_suite_flags():
                       'configs (--config.KEY overrides apply to each)')
 
 
-def _run_suite(overrides):
-  result = benchmark_suite.run_suite(benchmark_suite.SUITE, overrides,
-                                     _WORKDIR.value)
-  result['config_overrides'] = overrides
-  return result
-
-
-def _run_one(overrides):
+def _run_one():
   if _PROFILE_OPS.value:
     op_profile.enable_cpu_op_events()  # before the first computation
   result = benchmark.run_benchmark(flags.FLAGS.config, _WORKDIR.value,
                                    _STEPS_ONLY.value,
                                    profile_ops=_PROFILE_OPS.value)
   result['config'] = config_flags.get_config_filename(flags.FLAGS['config'])
-  result['config_overrides'] = overrides
   return result
 
 
@@ -82,7 +74,12 @@ def main(argv):
   if _OUT.value:  # fail on an unwritable output before minutes of work
     io_utils.ensure_writable_file_path(_OUT.value, '--out')
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
-  result = _run_suite(overrides) if _SUITE.value else _run_one(overrides)
+  if _SUITE.value:
+    result = benchmark_suite.run_suite(benchmark_suite.SUITE, overrides,
+                                       _WORKDIR.value)
+  else:
+    result = _run_one()
+  result['config_overrides'] = overrides
   result['command'] = shlex.join(['python'] + sys.argv)
   text = json.dumps(result, indent=2)
   print(text)
