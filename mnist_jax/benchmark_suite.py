@@ -15,6 +15,7 @@ import ml_collections
 from ml_collections.config_flags import config_path
 
 from mnist_jax import benchmark
+from mnist_jax import flag_parsing
 from mnist_jax.errors import UserError
 
 
@@ -70,10 +71,8 @@ def load_config(run: SuiteRun,
   applied; a key the config does not have is a UserError."""
   config = importlib.import_module(run.config_module).get_config()
   for key, value in overrides.items():
-    try:
-      config_path.get_value(key, config)
-    except (AttributeError, KeyError, IndexError, ValueError):
-      raise UserError(f'--config.{key}: {config_file(run)} has no such key') from None
+    if not flag_parsing.has_key(config, key):
+      raise UserError(f'--config.{key}: {config_file(run)} has no such key')
     try:
       config_path.set_value(key, config, value)
     except TypeError as e:  # ml_collections' type check

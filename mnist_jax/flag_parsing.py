@@ -68,15 +68,22 @@ def _load_error(config) -> BaseException | None:
   return TypeError(f'get_config() returned {type(config).__name__}, not a ConfigDict')
 
 
+def has_key(config: ml_collections.ConfigDict, key: str) -> bool:
+  """Whether `config` has the dotted `key` (e.g. 'model_kwargs.widths')."""
+  try:
+    config_path.get_value(key, config)
+  except (AttributeError, KeyError, IndexError, ValueError):
+    return False
+  return True
+
+
 def _missing_key(argv: list[str], name: str, path: str,
                  config: ml_collections.ConfigDict) -> str | None:
   """The first `--NAME.KEY=...` argument whose KEY `config` does not have."""
   for arg in argv[1:]:
     if arg.startswith(f'--{name}.'):
       key = arg[len(name) + 3:].split('=', 1)[0]
-      try:
-        config_path.get_value(key, config)
-      except (AttributeError, KeyError, IndexError, ValueError):
+      if not has_key(config, key):
         return f'--{name}.{key}: {path} has no such key'
   return None
 
