@@ -8,9 +8,10 @@ CONFIG ?= configs/default.py
 WORKDIR ?= runs/default
 DATA_DIR ?=
 DATA_FLAG := $(if $(DATA_DIR),--config.data_dir=$(abspath $(DATA_DIR)),)
+EVAL_DATA_FLAG := $(if $(DATA_DIR),--data_dir=$(abspath $(DATA_DIR)),)
 RESULTS := results
 
-.PHONY: setup test run benchmark clean
+.PHONY: setup setup-benchmark test test-fast run benchmark clean
 
 setup: $(VENV)/.installed
 
@@ -20,8 +21,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
+# The whole suite (what CI runs), then the unit tests alone (under a minute).
 test: setup
 	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 run: setup
 	$(BIN)/python scripts/train.py --config=$(CONFIG) --workdir=$(WORKDIR) $(DATA_FLAG)
@@ -32,20 +37,17 @@ run: setup
 	   $(WORKDIR)/metrics.jsonl $(WORKDIR)/*.png $(RESULTS)/
 	@echo "report: $(WORKDIR)/report.md (copied to $(RESULTS)/)"
 
-# The performance targets' figures into results/benchmark_$(MACHINE).json
-# (MACHINE=gpu on a GPU; about 16 minutes on 2 CPU cores), the fast.py and
-# best.py runs' metrics beside it, then best.py's costliest operations.
+# Benchmarks need PyTorch (CPU) for the peers; `make run` and `make test` never do.
+setup-benchmark: $(VENV)/.installed-benchmark
+
+$(VENV)/.installed-benchmark: $(VENV)/.installed requirements-benchmark.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-benchmark.txt
+	touch $@
+
 MACHINE ?= cpu
-BENCH_RUNS := runs/benchmark_$(MACHINE)
-METRICS_SUFFIX := $(if $(filter cpu,$(MACHINE)),,_$(MACHINE))
-benchmark: setup
-	rm -rf $(BENCH_RUNS)
-	$(BIN)/python scripts/benchmark.py --suite $(DATA_FLAG) --workdir=$(BENCH_RUNS) \
+benchmark: setup-benchmark
+	$(BIN)/python benchmarks/benchmark.py --suite $(DATA_FLAG) \
 	    --out=$(RESULTS)/benchmark_$(MACHINE).json
-	cp $(BENCH_RUNS)/fast/metrics.jsonl $(RESULTS)/metrics_fast$(METRICS_SUFFIX).jsonl
-	cp $(BENCH_RUNS)/best/metrics.jsonl $(RESULTS)/metrics_best$(METRICS_SUFFIX).jsonl
-	$(BIN)/python scripts/benchmark.py --config=configs/best.py --steps_only \
-	    --profile_ops=12 --out=$(RESULTS)/benchmark_$(MACHINE)_best_ops.json
 
 clean:
 	rm -rf $(VENV) runs

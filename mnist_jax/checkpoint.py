@@ -16,9 +16,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from mnist_jax import config_checks
-from mnist_jax import orbax_errors
-from mnist_jax.errors import UserError
+from mnist_jax import config as config_lib
 
 # Keys that may change between a run and its resumption: where data is read
 # from, how often to log or save, and how the test set is evaluated. Every
@@ -46,11 +44,27 @@ def _manager(directory: str, keep: int | None = None,
                      'config': ocp.JsonCheckpointHandler()})
 
 
+class UnreadableCheckpoint(ValueError):
+  """A checkpoint whose files orbax failed to read."""
+
+
+def _innermost_line(error: BaseException) -> str:
+  """The first line of the error at the bottom of an explicit `raise ... from`
+  chain: orbax wraps tensorstore's precise error (file, byte range) in a vague
+  one."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  # args[0], not str(): str() of a KeyError is the repr of its message.
+  text = error.args[0] if len(error.args) == 1 else str(error)
+  lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+  return lines[0] if lines else type(error).__name__
+
+
 def _unreadable(directory: str, step: int,
-                error: BaseException) -> orbax_errors.UnreadableCheckpoint:
-  return orbax_errors.UnreadableCheckpoint(
+                error: BaseException) -> UnreadableCheckpoint:
+  return UnreadableCheckpoint(
       f'{directory}: checkpoint {step} is unreadable (corrupt or incomplete?): '
-      f'{orbax_errors.first_line(error)}')
+      f'{_innermost_line(error)}')
 
 
 def _saved_config(manager: ocp.CheckpointManager,
@@ -68,19 +82,19 @@ def _saved_config(manager: ocp.CheckpointManager,
   if not isinstance(saved, dict):
     raise _unreadable(directory, step, TypeError(
         f'config/metadata holds a JSON {type(saved).__name__}, not an object'))
-  return config_checks.with_later_keys(ml_collections.ConfigDict(saved))
+  return config_lib.with_later_keys(ml_collections.ConfigDict(saved))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config saved with the latest checkpoint in `workdir`."""
   directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
-    raise UserError(f'--workdir {workdir!r}: no checkpoints folder '
+    raise FileNotFoundError(f'workdir {workdir!r}: no checkpoints folder '
                     '(train there first with scripts/train.py)')
   manager = _manager(directory, read_only=True)
   step = manager.latest_step()
   if step is None:
-    raise UserError(f'{directory}: no complete checkpoint')
+    raise FileNotFoundError(f'{directory}: no complete checkpoint')
   return _saved_config(manager, step)
 
 
@@ -151,24 +165,23 @@ class Checkpoints:
     differences = config_differences(_saved_config(self._manager, step),
                                      self._config)
     if differences:
-      raise UserError(
+      raise ValueError(
           f'{self.directory} holds a run of a different config '
-          f'({"; ".join(differences)}); use a new --workdir or the same config')
+          f'({"; ".join(differences)}); use a new workdir or the same config')
     target = {'state': _state_tree(state), 'totals': totals}
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
         target)
-    with orbax_errors.failed_read_debris_dropped():
-      self._check_shapes(step, target)
-      try:
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract)))['state']
-      # Broad on purpose, around this one orbax call only: the layout was
-      # checked above, so what is left is the files, and orbax reports a
-      # truncated or missing data file as a bare Exception (wrapping
-      # tensorstore's ValueError), damaged array metadata as a JSONDecodeError.
-      except Exception as e:  # pylint: disable=broad-exception-caught
-        raise _unreadable(self.directory, step, e) from e
+    self._check_shapes(step, target)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract)))['state']
+    # Broad on purpose, around this one orbax call only: the layout was
+    # checked above, so what is left is the files, and orbax reports a
+    # truncated or missing data file as a bare Exception (wrapping
+    # tensorstore's ValueError), damaged array metadata as a JSONDecodeError.
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise _unreadable(self.directory, step, e) from e
     return (serialization.from_state_dict(state, {'ema': {}, **restored['state']}),
             restored['totals'])
 
@@ -187,7 +200,7 @@ class Checkpoints:
       return
     mismatch = _first_mismatch(_shapes(saved), _shapes(target))
     if mismatch:
-      raise UserError(f'{self.directory}: checkpoint {step} does not match '
+      raise ValueError(f'{self.directory}: checkpoint {step} does not match '
                       f'this model ({mismatch})')
 
   def close(self) -> None:

@@ -1,19 +1,118 @@
-"""What every script does around its main: quiet TF, distributed start-up,
-and bad input reported as one line with a non-zero exit."""
+"""The scripts' edge: flags in, one-line errors out.
+
+The library raises ordinary exceptions that name its own parameters
+(`config.batch_size`, `workdir`). `run` turns those into one line,
+`error: --config.batch_size: ...`, naming the script's flags, and exit code
+2; bad flags and config files that do not load end the same way. Set
+MNIST_JAX_TRACEBACK=1 to see the traceback instead.
+"""
 
 import os
+import re
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
 from absl import logging
 import jax
+from ml_collections import config_flags
 
-from mnist_jax import flag_parsing
 from mnist_jax import parallel
-from mnist_jax.errors import UserError
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), 'configs')
+
+# What bad input raises, in the library and in the libraries it calls.
+INPUT_ERRORS = (ValueError, TypeError, OSError, ArithmeticError)
+
+_definition_errors: list[str] = []
+
+
+def define_config_flag(default: str = 'default.py') -> flags.FlagHolder | None:
+  """`--config`, a get_config() file (locked), relative paths from the
+  current directory; `default` is a file in the repository's configs/."""
+  default_path = os.path.join(CONFIGS_DIR, default)
+  try:
+    holder = config_flags.DEFINE_config_file(
+        'config', default_path, 'Config file (a get_config() module); '
+        'override any key with --config.KEY=VALUE.', lock_config=True)
+  # Without --config on the command line, ml_collections loads the default
+  # file and applies --config.KEY overrides here, before flags are parsed.
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    _definition_errors.append(f'--config={default_path}: {innermost_line(e)}')
+    return None
+  # Listed by the script's --help (absl names the main module by argv[0]).
+  flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS['config'])
+  return holder
+
+
+def innermost_line(error: BaseException) -> str:
+  """The last line of the error at the bottom of a `raise ... from` chain:
+  ml_collections wraps a config file's own error, with its traceback, in one
+  or two others."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  return lines[-1] if lines else type(error).__name__
+
+
+def fail(message: str, exit_code: int = 2) -> NoReturn:
+  """Prints `error: message` and exits at once.
+
+  os._exit: after a failed checkpoint read, orbax's unfinished background
+  reads would print their own tracebacks while the interpreter shuts down.
+  """
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  logging.flush()
+  os._exit(exit_code)  # pylint: disable=protected-access
+
+
+def _check_config_loaded(name: str) -> None:
+  """ml_collections defers a config file's load error until first use."""
+  try:
+    flags.FLAGS[name].value.keys()
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    path = config_flags.get_config_filename(flags.FLAGS[name])
+    fail(f'--{name}={path}: {innermost_line(e)}')
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  if _definition_errors:
+    fail(_definition_errors[0])
+  try:
+    remaining = flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = str(e).splitlines()
+    fail(lines[0] if len(lines) == 1 else
+         f'{lines[0].split(": ", 1)[0]}: {innermost_line(e)}')
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    # ml_collections raises an override of a missing key unwrapped.
+    fail(innermost_line(e))
+  if 'config' in flags.FLAGS:
+    _check_config_loaded('config')
+  if len(remaining) > 1:
+    fail(f'unexpected arguments {" ".join(remaining[1:])!r}; every input is '
+         'a --flag (see --help)')
+  return remaining
+
+
+def flag_message(message: str) -> str:
+  """`message` with the library's parameter names written as this script's
+  flags: `config.KEY` as `--config.KEY` (when the script has --config), and
+  a flag's name as `--NAME` where a value follows it (`workdir '/x'`,
+  `folds=1`, `split: ...`)."""
+  if 'config' in flags.FLAGS:
+    message = re.sub(r'(?<![\w./-])config\.(?=[a-z_])', '--config.', message)
+  script_flags = flags.FLAGS.get_key_flags_for_module(sys.argv[0])
+  names = '|'.join(re.escape(flag.name) for flag in script_flags
+                   if flag.name != 'config')
+  if names:
+    message = re.sub(rf"(?<![\w./'-])({names})(?=[=:]| ['\"/]|$)", r'--\1',
+                     message)
+  return message
 
 
 def log_devices() -> None:
@@ -29,28 +128,21 @@ class _QuietLibraries(logging.logging.Filter):
         '/orbax/' not in record.pathname)
 
 
-def _fail(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  try:
-    return flag_parsing.parse_flags(argv)
-  except UserError as e:
-    _fail(str(e))
-
-
 def run(main: Callable[[list[str]], None]) -> None:
-  """absl's app.run, with bad flags and UserError printed as one line,
-  'error: ...', and exit code 2."""
+  """absl's app.run, with bad flags and bad input printed as one line,
+  `error: ...`, and exit code 2."""
 
   def guarded_main(argv):
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    if os.environ.get('MNIST_JAX_TRACEBACK') == '1':
+      parallel.maybe_initialize_distributed()
+      return main(argv)
     try:
       parallel.maybe_initialize_distributed()
       main(argv)
-    except UserError as e:
-      _fail(str(e))
+    except INPUT_ERRORS as e:
+      fail(flag_message(str(e) or type(e).__name__))
+    except KeyboardInterrupt:
+      fail('interrupted', 130)
 
   app.run(guarded_main, flags_parser=_parse_flags)

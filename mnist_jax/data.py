@@ -17,7 +17,6 @@ import ml_collections
 import numpy as np
 
 from mnist_jax import tensorflow_env
-from mnist_jax.errors import UserError
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -52,7 +51,7 @@ def _find_idx_file(data_dir: str, name: str) -> str:
     path = os.path.join(data_dir, candidate)
     if os.path.isfile(path):
       return path
-  raise UserError(f'data folder {data_dir!r} has no {name} or {name}.gz '
+  raise FileNotFoundError(f'data folder {data_dir!r} has no {name} or {name}.gz '
                   '(expected the four MNIST IDX files)')
 
 
@@ -64,31 +63,31 @@ def _read_bytes(path: str) -> bytes:
     with open(path, 'rb') as f:
       return f.read()
   except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-    raise UserError(f'{path}: corrupt or truncated gzip file ({e})') from None
+    raise ValueError(f'{path}: corrupt or truncated gzip file ({e})') from None
   except OSError as e:
-    raise UserError(f'{path}: cannot read: {e.strerror or e}') from None
+    raise OSError(f'{path}: cannot read: {e.strerror or e}') from None
 
 
 def read_idx(path: str, expected_magic: int) -> np.ndarray:
   """Reads one uint8 IDX file, checking its header against its contents."""
   raw = _read_bytes(path)
   if len(raw) < 4:
-    raise UserError(f'{path}: file too short for an IDX header '
+    raise ValueError(f'{path}: file too short for an IDX header '
                     f'({len(raw)} bytes)')
   (magic,) = struct.unpack('>I', raw[:4])
   if magic != expected_magic:
-    raise UserError(f'{path}: bad magic number 0x{magic:08x}, expected '
+    raise ValueError(f'{path}: bad magic number 0x{magic:08x}, expected '
                     f'0x{expected_magic:08x}')
   ndim = magic & 0xFF
   header_size = 4 + 4 * ndim
   if len(raw) < header_size:
-    raise UserError(f'{path}: truncated IDX header ({len(raw)} bytes)')
+    raise ValueError(f'{path}: truncated IDX header ({len(raw)} bytes)')
   shape = struct.unpack(f'>{ndim}I', raw[4:header_size])
   expected_size = int(np.prod(shape))
   payload = len(raw) - header_size
   if payload != expected_size:
     problem = 'truncated' if payload < expected_size else 'has trailing data'
-    raise UserError(f'{path}: {problem}: header says shape {shape} '
+    raise ValueError(f'{path}: {problem}: header says shape {shape} '
                     f'({expected_size} bytes of data), file holds {payload}')
   return np.frombuffer(raw, np.uint8, offset=header_size).reshape(shape)
 
@@ -106,23 +105,23 @@ def write_idx(path: str, array: np.ndarray) -> None:
 def load_idx_split(data_dir: str, split: str) -> Split:
   """Loads `split` from a folder of the four IDX files, validated."""
   if not os.path.isdir(data_dir):
-    raise UserError(f'--config.data_dir: data folder {data_dir!r} does not exist')
+    raise FileNotFoundError(f'data_dir {data_dir!r}: no such folder')
   images_name, labels_name = idx_filenames(split)
   images_path = _find_idx_file(data_dir, images_name)
   labels_path = _find_idx_file(data_dir, labels_name)
   images = read_idx(images_path, _IMAGES_MAGIC)
   labels = read_idx(labels_path, _LABELS_MAGIC)
   if images.shape[1:] != IMAGE_SHAPE[:2]:
-    raise UserError(f'{images_path}: images are {images.shape[1]}x'
+    raise ValueError(f'{images_path}: images are {images.shape[1]}x'
                     f'{images.shape[2]}, expected 28x28')
   if len(images) != len(labels):
-    raise UserError(f'{images_path} holds {len(images)} images but '
+    raise ValueError(f'{images_path} holds {len(images)} images but '
                     f'{labels_path} holds {len(labels)} labels')
   if len(labels) == 0:
-    raise UserError(f'{labels_path}: no records')
+    raise ValueError(f'{labels_path}: no records')
   bad = np.flatnonzero(labels >= NUM_CLASSES)
   if bad.size:
-    raise UserError(f'{labels_path}: label {labels[bad[0]]} at record '
+    raise ValueError(f'{labels_path}: label {labels[bad[0]]} at record '
                     f'{bad[0]} is outside 0-{NUM_CLASSES - 1} '
                     f'({bad.size} such labels)')
   return Split(images=images.reshape((-1,) + IMAGE_SHAPE),
@@ -139,7 +138,7 @@ def load_tfds_split(name: str, split: str, data_dir: str | None = None,
   checksums instead of being downloaded.
   """
   if name not in TFDS_DATASETS:
-    raise UserError(f'--config.dataset: unknown dataset {name!r}; '
+    raise ValueError(f'config.dataset: unknown dataset {name!r}; '
                     f'choose one of {", ".join(TFDS_DATASETS)}')
   tensorflow_env.import_tensorflow()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -149,9 +148,9 @@ def load_tfds_split(name: str, split: str, data_dir: str | None = None,
     builder.download_and_prepare(download_config=download_config)
   except Exception as e:  # tfds raises many types; all mean "could not get it"
     first_line = str(e).strip().splitlines()[0] if str(e).strip() else ''
-    raise UserError(f'tfds could not prepare {name!r} ({type(e).__name__}: '
-                    f'{first_line}); without network, set --config.data_dir '
-                    'to a folder of IDX files or --config.tfds_manual_dir') from None
+    raise ValueError(f'tfds could not prepare {name!r} ({type(e).__name__}: '
+                    f'{first_line}); without network, set config.data_dir '
+                    'to a folder of IDX files or config.tfds_manual_dir') from None
   chunks = list(tfds.as_numpy(builder.as_dataset(
       split=split, batch_size=10_000, shuffle_files=False)))
   images = np.concatenate([c['image'] for c in chunks]).astype(np.uint8)

@@ -1,11 +1,9 @@
 """Restores a trained model and predicts every test image.
 
-`predictions.csv` has one row per test image, in the split's stable index
-order: index, label, prediction, confidence (the top probability) and the
-ten class probabilities prob_0..prob_9. `eval.json` has the accuracy, the
-number of examples, per-class accuracy and the confusion matrix
-(rows: true label, columns: prediction). Both come from the checkpoint
-config's test-time views: nine per image with `tta`, else the image alone.
+Writes `predictions.csv` (predictions.py) and `eval.json`: the accuracy, the
+number of examples, per-class accuracy and the confusion matrix (rows: true
+label, columns: prediction). Both come from the checkpoint config's
+test-time views: nine per image with `tta`, else the image alone.
 """
 
 import os
@@ -19,20 +17,19 @@ from sklearn import metrics
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
 from mnist_jax import io_utils
-from mnist_jax import models
+from mnist_jax import batches as batches_lib
 from mnist_jax import parallel
+from mnist_jax import predictions as predictions_lib
+from mnist_jax import steps
 from mnist_jax import train
 from mnist_jax import tta
-from mnist_jax.errors import UserError
 
 OUTPUT_NAMES = ('predictions.csv', 'eval.json')
-PREDICTION_COLUMNS = (['index', 'label', 'prediction', 'confidence'] +
-                      [f'prob_{k}' for k in range(data_lib.NUM_CLASSES)])
 
 
 def restore_trained_state(
     workdir: str, config_overrides: dict[str, Any] | None = None
-) -> tuple[ml_collections.ConfigDict, train.TrainState]:
+) -> tuple[ml_collections.ConfigDict, steps.TrainState]:
   """The config and train state of the latest checkpoint in `workdir`.
 
   `config_overrides` may change keys that do not shape the model, such as
@@ -43,38 +40,30 @@ def restore_trained_state(
   mesh = parallel.create_mesh()
   replicated = parallel.replicated(mesh)
   steps_per_epoch = 1  # only shapes the schedule, which inference never uses
-  state = train.create_train_state(models.create_model(config), config,
-                                   steps_per_epoch, jax.random.PRNGKey(0),
-                                   replicated)
+  state = train.create_state_for_config(config, steps_per_epoch,
+                                        jax.random.PRNGKey(0), replicated)
   state, _ = checkpoint_lib.Checkpoints(workdir, config).restore(
       state, jax.device_put(train.zero_totals(), replicated), replicated)
   return config, state
 
 
 def check_data_dir(workdir: str, data_dir: str | None) -> None:
-  """Rejects a missing data folder, naming where it came from.
-
-  `data_dir` is the --data_dir flag (None when not given); without it the
-  data folder is the one saved with the checkpoint in `workdir`. Checked
-  here because data.py's own message
-  names --config.data_dir, a flag that evaluation and outliers do not have.
-  An empty saved data_dir means tensorflow-datasets, which needs no folder.
-  """
+  """Rejects a data folder that is not there, saying where it came from:
+  `data_dir` if given, else the folder saved with the checkpoint in
+  `workdir` (empty: tensorflow-datasets, which needs none)."""
   if data_dir is not None:
-    if not data_dir:
-      raise UserError('--data_dir: empty; give a folder of IDX files or leave '
-                      'the flag out to use the one saved with the checkpoint')
     if not os.path.isdir(os.path.expanduser(data_dir)):
-      raise UserError(f'--data_dir: data folder {data_dir!r} does not exist')
+      raise FileNotFoundError(f'data_dir {data_dir!r}: no such folder')
     return
   saved = checkpoint_lib.read_config(workdir).data_dir
   if saved and not os.path.isdir(os.path.expanduser(saved)):
-    raise UserError(f'data folder {saved!r} saved with the checkpoint in '
-                    f'--workdir {workdir!r} does not exist (moved?); pass '
-                    '--data_dir with the folder of IDX files')
+    raise FileNotFoundError(
+        f'the data folder {saved!r} saved with the checkpoint in workdir '
+        f'{workdir!r} does not exist (moved?); pass data_dir with the folder '
+        'of IDX files')
 
 
-def predict(state: train.TrainState, split: data_lib.Split, batch_size: int,
+def predict(state: steps.TrainState, split: data_lib.Split, batch_size: int,
             views: tuple[tta.View, ...] = tta.IDENTITY) -> dict[str, np.ndarray]:
   """Probabilities [N, 10] and penultimate features [N, D] of every example.
 
@@ -84,12 +73,12 @@ def predict(state: train.TrainState, split: data_lib.Split, batch_size: int,
   """
   mesh = parallel.create_mesh()
   batch_size = parallel.device_batch_size(batch_size, mesh.size)
-  batches = train.device_eval_batches(split, batch_size,
-                                      parallel.stacked_batches_sharding(mesh))
-  predict_fn = jax.jit(lambda s, b, i: train.predict_step(s, b['image'][i], views),
+  batches = batches_lib.device_eval_batches(
+      split, batch_size, parallel.stacked_batches_sharding(mesh))
+  predict_fn = jax.jit(lambda s, b, i: steps.predict_step(s, b['image'][i], views),
                        out_shardings=parallel.replicated(mesh))
   outputs = [predict_fn(state, batches, i)
-             for i in range(train.num_batches(batches))]
+             for i in range(batches_lib.num_batches(batches))]
   stacked = jax.device_get(jax.tree.map(lambda *xs: np.concatenate(xs), *outputs))
   return {key: value[:len(split)] for key, value in stacked.items()}
 
@@ -110,17 +99,10 @@ def eval_summary(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any
   }
 
 
-def predictions_csv(split: data_lib.Split, probabilities: np.ndarray) -> str:
-  rows = zip(split.index, split.labels, probabilities)
-  return io_utils.csv_text(PREDICTION_COLUMNS, (
-      [int(index), int(label), int(probs.argmax()), f'{probs.max():.6f}'] +
-      [f'{p:.6f}' for p in probs] for index, label, probs in rows))
-
-
 def evaluate_workdir(workdir: str, data_dir: str | None = None) -> dict[str, Any]:
   """Writes W/predictions.csv and W/eval.json for the latest checkpoint.
 
-  `data_dir` (the --data_dir flag) replaces the data folder saved with the
+  `data_dir` (the data_dir flag) replaces the data folder saved with the
   checkpoint. Every input and output path is checked before anything is
   computed or written.
   """
@@ -137,6 +119,6 @@ def evaluate_workdir(workdir: str, data_dir: str | None = None) -> dict[str, Any
   if parallel.is_main_process():
     predictions_path, eval_path = paths
     io_utils.write_text(predictions_path,
-                        predictions_csv(test_split, outputs['probabilities']))
+                        predictions_lib.predictions_csv(test_split, outputs['probabilities']))
     io_utils.write_json(eval_path, summary)
   return summary

@@ -8,8 +8,6 @@ import os
 import tempfile
 from typing import Any, Iterable, Iterator, Sequence
 
-from mnist_jax.errors import UserError
-
 
 def _read_umask() -> int:
   mask = os.umask(0)
@@ -62,29 +60,29 @@ def write_json(path: str, obj: Any) -> None:
   write_text(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
 
 
-def ensure_writable_dir(path: str, flag: str = '--workdir') -> str:
+def ensure_writable_dir(path: str, name: str = 'workdir') -> str:
   """Creates `path` if needed and checks that files can be written in it."""
   try:
     os.makedirs(path, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path, prefix='.write-test-'):
       pass
   except OSError as e:
-    raise UserError(f'{flag} {path!r} is not a writable directory: '
-                    f'{e.strerror or e}') from None
+    raise OSError(f'{name} {path!r} is not a writable directory: '
+                  f'{e.strerror or e}') from None
   return path
 
 
 def require_file(path: str, what: str) -> str:
   if not os.path.isfile(path):
-    raise UserError(f'{path}: {what} not found')
+    raise FileNotFoundError(f'{path}: {what} not found')
   return path
 
 
-def ensure_writable_file_path(path: str, flag: str) -> str:
+def ensure_writable_file_path(path: str, name: str) -> str:
   """Checks that `path` can be written as a file (its folder is created)."""
   if os.path.isdir(path):
-    raise UserError(f'{flag} {path!r} is a directory, not a file name')
-  ensure_writable_dir(os.path.dirname(os.path.abspath(path)), flag)
+    raise IsADirectoryError(f'{name} {path!r} is a directory, not a file name')
+  ensure_writable_dir(os.path.dirname(os.path.abspath(path)), name)
   return path
 
 
@@ -94,5 +92,5 @@ def check_output_paths(workdir: str, names: Sequence[str]) -> list[str]:
   Called before anything is computed, so that a name taken by a folder stops
   the run before any result of the set is written over.
   """
-  return [ensure_writable_file_path(os.path.join(workdir, name), '--workdir')
+  return [ensure_writable_file_path(os.path.join(workdir, name), 'workdir')
           for name in names]

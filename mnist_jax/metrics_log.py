@@ -10,7 +10,6 @@ from absl import logging
 from mnist_jax import io_utils
 from mnist_jax import parallel
 from mnist_jax import tensorflow_env
-from mnist_jax.errors import UserError
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -26,13 +25,13 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
       try:
         record = json.loads(line)
       except json.JSONDecodeError as e:
-        raise UserError(f'{path}: line {number} is not JSON ({e.msg}); '
-                        'remove the line or use a new --workdir') from None
+        raise ValueError(f'{path}: line {number} is not JSON ({e.msg}); '
+                        'remove the line or use a new workdir') from None
       if not (isinstance(record, dict) and isinstance(record.get('epoch'), int)
               and isinstance(record.get('elapsed', 0.0), (int, float))):
-        raise UserError(f'{path}: line {number} is not an epoch\'s record '
+        raise ValueError(f'{path}: line {number} is not an epoch\'s record '
                         '(a JSON object with an integer "epoch" and a number '
-                        '"elapsed"); remove the line or use a new --workdir')
+                        '"elapsed"); remove the line or use a new workdir')
       records.append(record)
   return records
 
@@ -78,10 +77,27 @@ class MetricsLog:
       f.write(json.dumps(record) + '\n')
     self._background.submit(self._write_scalars, record)
 
+  def write_hparams(self, config: Any) -> None:
+    """The run's config as TensorBoard hparams (process 0 only)."""
+    if self._background is not None:
+      hparams = {key: value if isinstance(value, (bool, int, float, str))
+                 else str(value) for key, value in config.to_dict().items()}
+      self._background.submit(lambda: self._writer.result().hparams(hparams))
+
+  def write_step_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    """Per-step TensorBoard scalars (process 0 only), by global step."""
+    if self._background is not None:
+      self._background.submit(self._write_step_scalars, step, scalars)
+
+  def _write_step_scalars(self, step: int, scalars: dict[str, float]) -> None:
+    writer = self._writer.result()
+    for key, value in scalars.items():
+      writer.scalar(key, value, step)
+
   def _write_scalars(self, record: dict[str, Any]) -> None:
     writer = self._writer.result()
     for key, value in record.items():
-      if key != 'epoch':
+      if key not in ('epoch', 'elapsed', 'test_examples'):
         writer.scalar(key, value, record['epoch'])
     writer.flush()
 

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from mnist_jax.data import NUM_CLASSES
-from mnist_jax.errors import UserError
 
 
 def pool_2x2(x: jnp.ndarray, reduce: Callable = jnp.max) -> jnp.ndarray:
@@ -59,7 +58,7 @@ DOWNSAMPLINGS = ('max_pool', 'space_to_depth')
 
 def _require_kwarg(condition: bool, name: str, message: str) -> None:
   if not condition:
-    raise UserError(f'--config.model_kwargs.{name}: {message}')
+    raise ValueError(f'config.model_kwargs.{name}: {message}')
 
 
 def _is_positive_int(value) -> bool:
@@ -173,13 +172,13 @@ MODELS = {'mlp': MLP, 'cnn': CNN, 'convnet': ConvNet}
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:
   """The model named by `config.model`, built with `config.model_kwargs`."""
   if config.model not in MODELS:
-    raise UserError(f'--config.model: unknown model {config.model!r}; '
+    raise ValueError(f'config.model: unknown model {config.model!r}; '
                     f'choose one of {", ".join(sorted(MODELS))}')
   kwargs = dict(config.get('model_kwargs') or {})
   try:
     return MODELS[config.model](**kwargs)
   except TypeError as e:
-    raise UserError(
-        f'--config.model_kwargs: {e} (model_kwargs belong to the config\'s '
+    raise ValueError(
+        f'config.model_kwargs: {e} (model_kwargs belong to the config\'s '
         f'model; for {config.model!r} start from configs/{config.model}.py '
         'if there is one)') from None

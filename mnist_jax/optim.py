@@ -3,7 +3,6 @@
 import ml_collections
 import optax
 
-from mnist_jax.errors import UserError
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw')
 SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'onecycle')
@@ -25,7 +24,7 @@ def create_learning_rate_schedule(config: ml_collections.ConfigDict,
         0.0, lr, warmup_steps, max(total_steps, warmup_steps + 1))
   if config.schedule == 'onecycle':
     return optax.cosine_onecycle_schedule(total_steps, lr)
-  raise UserError(f'--config.schedule: unknown schedule {config.schedule!r}; '
+  raise ValueError(f'config.schedule: unknown schedule {config.schedule!r}; '
                   f'choose one of {", ".join(SCHEDULES)}')
 
 
@@ -43,5 +42,5 @@ def create_optimizer(config: ml_collections.ConfigDict,
     return optax.adam(lr)
   if name == 'adamw':
     return optax.adamw(lr, weight_decay=weight_decay)
-  raise UserError(f'--config.optimizer: unknown optimizer {name!r}; '
+  raise ValueError(f'config.optimizer: unknown optimizer {name!r}; '
                   f'choose one of {", ".join(OPTIMIZERS)}')

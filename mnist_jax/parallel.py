@@ -15,7 +15,6 @@ import numpy as np
 from absl import logging
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from mnist_jax.errors import UserError
 
 DATA_AXIS = 'data'
 
@@ -44,7 +43,7 @@ def maybe_initialize_distributed() -> None:
 def _int_from_env(name: str) -> int:
   value = os.environ.get(name, '')
   if not value.isdigit():
-    raise UserError(f'environment variable {name}={value!r}: JAX_COORDINATOR_ADDRESS '
+    raise ValueError(f'environment variable {name}={value!r}: JAX_COORDINATOR_ADDRESS '
                     'is set, so it must be a non-negative integer')
   return int(value)
 
@@ -68,10 +67,12 @@ def stacked_batches_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(None, DATA_AXIS))
 
 
-def check_divisible(batch_size: int, mesh: Mesh, flag: str) -> None:
+def check_divisible(batch_size: int, mesh: Mesh, name: str) -> None:
+  """Raises ValueError, naming the parameter `name`, unless `batch_size`
+  splits evenly over the mesh's devices."""
   if batch_size % mesh.size:
-    raise UserError(f'--config.{flag}={batch_size} does not divide over '
-                    f'{mesh.size} devices; choose a multiple of {mesh.size}')
+    raise ValueError(f'{name}={batch_size} does not divide over '
+                     f'{mesh.size} devices; choose a multiple of {mesh.size}')
 
 
 def device_batch_size(batch_size: int, num_devices: int) -> int:

@@ -10,8 +10,8 @@ when --data_dir is given; embeddings read the latest checkpoint in W.
 from absl import flags
 
 from mnist_jax import cli
-from mnist_jax import outlier_analysis
-from mnist_jax import outliers
+from mnist_jax.outliers import analysis as outlier_analysis
+from mnist_jax.outliers import scores as outliers
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder holding '
                                'predictions.csv (and checkpoints/).',

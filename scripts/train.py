@@ -1,26 +1,25 @@
 """Trains a model: python scripts/train.py --config=configs/default.py --workdir=W
 
-Writes W/metrics.jsonl, TensorBoard scalars and orbax checkpoints (with the
-config) in W/checkpoints, and resumes from the latest checkpoint in W.
+Writes W/metrics.jsonl, TensorBoard events (hparams, per-epoch metrics,
+per-step loss and learning rate) and orbax checkpoints with the config in
+W/checkpoints; an existing run in W is resumed.
 """
 
 from absl import flags
 
 from mnist_jax import cli
-from mnist_jax import flag_parsing
 from mnist_jax import train
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints and '
                                'metrics; an existing run there is resumed.',
                                required=True)
-flag_parsing.define_config_file('config', 'configs/default.py',
-                                'Config file (a get_config() module).')
+_CONFIG = cli.define_config_flag('default.py')
 
 
 def main(argv):
   del argv
   cli.log_devices()
-  summary = train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if not summary:
     print(f'{_WORKDIR.value} holds a finished run and no metrics.jsonl; '
           'nothing to train')

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from mnist_jax import config as config_lib
 from mnist_jax import data as data_lib
 from mnist_jax import models
 from mnist_jax import train
@@ -54,7 +54,7 @@ def mnist_dir():
 
 def tiny_config(data_dir, **overrides):
   """The default config, shrunk to run in seconds on synthetic data."""
-  config = default.get_config()
+  config = config_lib.default_config()
   config.data_dir = data_dir
   config.model_kwargs = {'widths': (8, 16), 'convs_per_stage': 1, 'dense': 32,
                          'dropout': 0.1}
@@ -70,7 +70,7 @@ def tiny_state_and_batch(data_dir, **overrides):
   """A tiny config's fresh train state and its first 64 training examples."""
   config = tiny_config(data_dir, **overrides)
   split = data_lib.load_split(config, 'train')
-  state = train.create_train_state(models.create_model(config), config, 8,
+  state = train.create_state_for_config(config, 8,
                                    jax.random.PRNGKey(0))
   batch = {'image': jnp.asarray(split.images[:64]),
            'label': jnp.asarray(split.labels[:64])}

@@ -6,10 +6,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mnist_jax import config_checks
+from mnist_jax import config as config_checks
 from mnist_jax import data as data_lib
 from mnist_jax import evaluate
 from mnist_jax import metrics_log
+from mnist_jax import steps
 from mnist_jax import train
 from mnist_jax import tta
 
@@ -18,7 +19,7 @@ from conftest import synthetic_digits, tiny_config, tiny_state_and_batch
 
 def _images(n=8):
   images, _ = synthetic_digits(n)
-  return train.to_float(jnp.asarray(images[..., None]))
+  return steps.to_float(jnp.asarray(images[..., None]))
 
 
 def test_config_views():
@@ -71,18 +72,18 @@ def test_one_view_gives_the_logits_and_several_average_log_probabilities():
 def test_eval_and_predict_steps_use_the_views(tiny_idx_dir):
   _, state, batch = tiny_state_and_batch(tiny_idx_dir)
   batch['mask'] = jnp.ones(64)
-  images = train.to_float(batch['image'])
-  variables = train.inference_variables(state)
+  images = steps.to_float(batch['image'])
+  variables = steps.inference_variables(state)
   averaged = tta.averaged_logits(lambda x: state.apply_fn(variables, x), images,
                                  tta.VIEWS)
-  metrics = train.eval_step(state, batch, tta.VIEWS)
+  metrics = steps.eval_step(state, batch, tta.VIEWS)
   assert float(metrics['loss_sum']) == pytest.approx(
-      float(train.cross_entropy(averaged, batch['label']).sum()), rel=1e-5)
+      float(steps.cross_entropy(averaged, batch['label']).sum()), rel=1e-5)
   assert int(metrics['correct']) == int(
       jnp.sum(jnp.argmax(averaged, -1) == batch['label']))
 
-  plain = train.predict_step(state, batch['image'])
-  viewed = train.predict_step(state, batch['image'], tta.VIEWS)
+  plain = steps.predict_step(state, batch['image'])
+  viewed = steps.predict_step(state, batch['image'], tta.VIEWS)
   np.testing.assert_allclose(viewed['probabilities'], jax.nn.softmax(averaged),
                              rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(viewed['probabilities'].sum(-1), 1.0, atol=1e-5)

@@ -7,7 +7,7 @@ them.
 
 from typing import Any
 
-from mnist_jax import outliers
+from mnist_jax.outliers import scores as outliers
 
 
 def _number(value: Any, digits: int = 3) -> str:

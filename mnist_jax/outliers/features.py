@@ -15,7 +15,7 @@ import numpy as np
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import data as data_lib
 from mnist_jax import evaluate
-from mnist_jax import outliers
+from mnist_jax.outliers import scores as outliers
 from mnist_jax import tta
 
 
@@ -43,7 +43,7 @@ def load_features(workdir: str, spaces: Sequence[str], fit_on: str,
     source = f'the checkpoint config (data_dir={config.data_dir!r})'
     load = functools.partial(data_lib.load_split, config)
   else:
-    source = f'--data_dir {data_dir!r}'
+    source = f'data_dir {data_dir!r}'
     load = functools.partial(data_lib.load_idx_split,
                              os.path.expanduser(data_dir))
   splits = {'test': load('test')}

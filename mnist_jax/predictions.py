@@ -1,7 +1,9 @@
-"""Reads predictions.csv (from scripts/evaluate.py) and checks it against the
-data and the model that the outlier analysis uses.
+"""predictions.csv: one row per image of a split, in its stable index order.
 
-Every error names the file and its line (the header is line 1).
+Columns: index, label, prediction, confidence (the top probability) and the
+ten class probabilities prob_0..prob_9. Written by evaluation, read (and
+checked against the data and the model) by the outlier analysis. Every
+reading error names the file and its line (the header is line 1).
 """
 
 import csv
@@ -11,9 +13,10 @@ import functools
 import numpy as np
 
 from mnist_jax import data as data_lib
-from mnist_jax import evaluate
 from mnist_jax import io_utils
-from mnist_jax.errors import UserError
+
+COLUMNS = (['index', 'label', 'prediction', 'confidence'] +
+           [f'prob_{k}' for k in range(data_lib.NUM_CLASSES)])
 
 # Predictions.csv holds 6 decimals; a larger gap means another checkpoint.
 PROBABILITY_TOLERANCE = 0.01
@@ -28,6 +31,14 @@ class Predictions:
   probabilities: np.ndarray  # float64 [N, 10]
 
 
+def predictions_csv(split: data_lib.Split, probabilities: np.ndarray) -> str:
+  """The text of predictions.csv for `split` and its probabilities [N, 10]."""
+  rows = zip(split.index, split.labels, probabilities)
+  return io_utils.csv_text(COLUMNS, (
+      [int(index), int(label), int(probs.argmax()), f'{probs.max():.6f}'] +
+      [f'{p:.6f}' for p in probs] for index, label, probs in rows))
+
+
 def _line(row: int) -> int:
   """The file line of data row `row` (0-based), after the header line."""
   return row + 2
@@ -37,7 +48,7 @@ def _reject_rows(path: str, name: str, bad: np.ndarray, problem: str) -> None:
   """Raises on the first row where the bool mask `bad` is set."""
   if bad.any():
     line = _line(int(np.flatnonzero(bad)[0]))
-    raise UserError(f'{path}: line {line}: column {name} {problem}')
+    raise ValueError(f'{path}: line {line}: column {name} {problem}')
 
 
 def _column(path: str, rows: list[list[str]], header: list[str], name: str,
@@ -51,7 +62,7 @@ def _column(path: str, rows: list[list[str]], header: list[str], name: str,
       try:
         float(text)
       except ValueError:
-        raise UserError(f'{path}: line {_line(row)}: column {name} is '
+        raise ValueError(f'{path}: line {_line(row)}: column {name} is '
                         f'{text!r}, not a number') from None
     values = np.array([float(text) for text in texts])  # Python's float reads them
   _reject_rows(path, name, ~np.isfinite(values), 'is not finite')
@@ -65,7 +76,7 @@ def _check_range(path: str, name: str, values: np.ndarray, low: float,
                  high: float) -> None:
   bad = np.flatnonzero((values < low) | (values > high))
   if bad.size:
-    raise UserError(f'{path}: line {_line(bad[0])}: {name} {values[bad[0]]} '
+    raise ValueError(f'{path}: line {_line(bad[0])}: {name} {values[bad[0]]} '
                     f'is outside {low}-{high} ({bad.size} such rows)')
 
 
@@ -75,20 +86,20 @@ def _read_rows(path: str) -> tuple[list[str], list[list[str]]]:
     with open(path, newline='') as f:
       rows = list(csv.reader(f))
   except (OSError, UnicodeDecodeError, csv.Error) as e:
-    raise UserError(f'{path}: cannot read as CSV: {e}') from None
-  expected = ','.join(evaluate.PREDICTION_COLUMNS)
+    raise ValueError(f'{path}: cannot read as CSV: {e}') from None
+  expected = ','.join(COLUMNS)
   if not rows:
-    raise UserError(f'{path}: empty file, expected the header {expected}')
+    raise ValueError(f'{path}: empty file, expected the header {expected}')
   header, rows = [name.strip() for name in rows[0]], rows[1:]
-  missing = [c for c in evaluate.PREDICTION_COLUMNS if c not in header]
+  missing = [c for c in COLUMNS if c not in header]
   if missing:
-    raise UserError(f'{path}: missing columns {", ".join(missing)} (expected '
+    raise ValueError(f'{path}: missing columns {", ".join(missing)} (expected '
                     f'{expected})')
   if not rows:
-    raise UserError(f'{path}: no rows after the header')
+    raise ValueError(f'{path}: no rows after the header')
   for row, fields in enumerate(rows):
     if len(fields) != len(header):
-      raise UserError(f'{path}: line {_line(row)} has {len(fields)} fields, '
+      raise ValueError(f'{path}: line {_line(row)} has {len(fields)} fields, '
                       f'the header has {len(header)}')
   return header, rows
 
@@ -117,13 +128,13 @@ def check_against_split(path: str, predictions: Predictions,
                         split: data_lib.Split, source: str) -> None:
   """Checks that predictions.csv describes `split`, row by row."""
   if len(predictions.index) != len(split):
-    raise UserError(f'{path} has {len(predictions.index):,} rows but the test '
+    raise ValueError(f'{path} has {len(predictions.index):,} rows but the test '
                     f'split from {source} has {len(split):,} images')
   for name, ours, theirs in (('index', predictions.index, split.index),
                              ('label', predictions.labels, split.labels)):
     bad = np.flatnonzero(ours != theirs)
     if bad.size:
-      raise UserError(
+      raise ValueError(
           f'{path}: column {name} differs from the test split from {source} '
           f'at {bad.size:,} rows (first at line {_line(bad[0])}: '
           f'{ours[bad[0]]} vs {theirs[bad[0]]}); were the predictions made '
@@ -136,7 +147,7 @@ def check_against_model(path: str, predictions: Predictions,
   gap = np.abs(model_probabilities - predictions.probabilities).max(-1)
   bad = np.flatnonzero(gap > PROBABILITY_TOLERANCE)
   if bad.size:
-    raise UserError(
+    raise ValueError(
         f'{path}: probabilities differ from the latest checkpoint\'s at '
         f'{bad.size:,} rows (first at line {_line(bad[0])}); rerun '
         'scripts/evaluate.py so predictions and embeddings come from the same '

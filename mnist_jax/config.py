@@ -1,19 +1,56 @@
-"""Config validation: every bad value is one UserError naming its flag."""
+"""The run configuration: its keys with their defaults, and their checks.
+
+`default_config()` is the one place every key is defined and explained;
+`configs/*.py` start from it and change a few keys. Every bad value is a
+ValueError naming its key as `config.KEY`.
+"""
 
 import ml_collections
 
 from mnist_jax import models
 from mnist_jax import optim
-from mnist_jax.errors import UserError
 
-REQUIRED_KEYS = ('dataset', 'data_dir', 'tfds_data_dir', 'tfds_manual_dir',
-                 'model', 'model_kwargs', 'optimizer', 'learning_rate',
-                 'momentum', 'weight_decay', 'schedule', 'warmup_epochs',
-                 'label_smoothing', 'ema_decay', 'max_shift', 'max_rotation',
-                 'max_scale', 'elastic_alpha', 'elastic_sigma', 'batch_size',
-                 'num_epochs', 'seed', 'eval_batch_size', 'tta',
-                 'log_every_steps', 'checkpoint_every_steps',
-                 'keep_checkpoints')
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every key, at the values of the recommended model (configs/default.py)."""
+  config = ml_collections.ConfigDict()
+  # Data: a folder of the four IDX files, or (data_dir empty) tfds.
+  config.dataset = 'mnist'  # tfds name: mnist, fashion_mnist or kmnist
+  config.data_dir = ''  # folder of train-images-idx3-ubyte[.gz], ...
+  config.tfds_data_dir = ''  # tfds's cache folder; empty: ~/tensorflow_datasets
+  config.tfds_manual_dir = ''  # tfds offline: folder of the original .gz files
+  # Model: a name from mnist_jax.models.MODELS and its constructor arguments.
+  config.model = 'convnet'
+  config.model_kwargs = ml_collections.ConfigDict(
+      {'widths': (16, 32, 64), 'convs_per_stage': 1, 'dense': 256,
+       'dropout': 0.25})
+  # Optimization.
+  config.optimizer = 'adam'  # sgd, momentum, nesterov, adam, adamw
+  config.learning_rate = 0.01
+  config.momentum = 0.9  # momentum and nesterov only
+  config.weight_decay = 0.0  # adamw only
+  config.schedule = 'onecycle'  # constant, cosine, warmup_cosine, onecycle
+  config.warmup_epochs = 0.0  # warmup_cosine only
+  config.label_smoothing = 0.0
+  config.ema_decay = 0.0  # > 0: evaluate a moving average of the weights
+  config.max_shift = 2  # random translation of training images, pixels
+  config.max_rotation = 0.0  # random rotation, degrees (0: none)
+  config.max_scale = 0.0  # random scaling in [1 - s, 1 + s] (0: none)
+  config.elastic_alpha = 0.0  # elastic distortion strength, pixels (0: none)
+  config.elastic_sigma = 4.0  # smoothness of the elastic distortion, pixels
+  config.batch_size = 64  # small batches stay in cache: faster on CPU
+  config.num_epochs = 14
+  config.seed = 0
+  # Evaluation, logging and checkpoints.
+  config.eval_batch_size = 1000
+  config.tta = False  # also evaluate 9 views of each test image (mnist_jax/tta.py)
+  config.log_every_steps = 0  # 0: ten progress lines per epoch
+  config.checkpoint_every_steps = 0  # 0: only at the end of each epoch
+  config.keep_checkpoints = 2
+  return config
+
+
+REQUIRED_KEYS = tuple(default_config().keys())
 
 
 # Keys added after the first release, with the value that means "off": a
@@ -31,9 +68,9 @@ def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
-def _require(condition: bool, flag: str, message: str) -> None:
+def _require(condition: bool, key: str, message: str) -> None:
   if not condition:
-    raise UserError(f'--config.{flag}: {message}')
+    raise ValueError(f'config.{key}: {message}')
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

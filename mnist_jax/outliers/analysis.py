@@ -29,15 +29,14 @@ import numpy as np
 
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import evaluate
-from mnist_jax import figures
 from mnist_jax import io_utils
-from mnist_jax import outlier_features
-from mnist_jax import outliers
 from mnist_jax import parallel
-from mnist_jax import predictions_io
-from mnist_jax import report
-from mnist_jax.errors import UserError
-from mnist_jax.predictions_io import Predictions
+from mnist_jax import predictions as predictions_io
+from mnist_jax.outliers import features as outlier_features
+from mnist_jax.outliers import figures
+from mnist_jax.outliers import report
+from mnist_jax.outliers import scores as outliers
+from mnist_jax.predictions import Predictions
 
 FEATURE_SPACES = ('pixels', 'embeddings')
 FIT_SETS = ('test', 'train')
@@ -63,17 +62,17 @@ def parse_contamination(text: str | float) -> str | float:
   except ValueError:
     value = math.nan
   if not 0 < value <= 0.5:
-    raise UserError(f"--contamination: expected 'auto' or a number in "
+    raise ValueError(f"contamination: expected 'auto' or a number in "
                     f'(0, 0.5], got {text!r}')
   return value
 
 
 def feature_spaces(features: str) -> tuple[str, ...]:
-  """The feature spaces named by --features (one of them, or 'both')."""
+  """The feature spaces named by features (one of them, or 'both')."""
   if features == 'both':
     return FEATURE_SPACES
   if features not in FEATURE_SPACES:
-    raise UserError(f'--features: expected pixels, embeddings or both, got '
+    raise ValueError(f'features: expected pixels, embeddings or both, got '
                     f'{features!r}')
   return (features,)
 
@@ -82,15 +81,15 @@ def _check_parameters(fit_on: str, n_estimators: int, max_samples: int,
                       seed: int, spaces: Sequence[str],
                       primary: str | None) -> None:
   if fit_on not in FIT_SETS:
-    raise UserError(f'--fit_on: expected test or train, got {fit_on!r}')
-  for flag, value in (('--n_estimators', n_estimators),
-                      ('--max_samples', max_samples)):
+    raise ValueError(f'fit_on: expected test or train, got {fit_on!r}')
+  for flag, value in (('n_estimators', n_estimators),
+                      ('max_samples', max_samples)):
     if value < 1:
-      raise UserError(f'{flag}: must be a positive integer, got {value}')
+      raise ValueError(f'{flag}: must be a positive integer, got {value}')
   if not 0 <= seed < 2**32:
-    raise UserError(f'--seed: must be in [0, 2**32), got {seed}')
+    raise ValueError(f'seed: must be in [0, 2**32), got {seed}')
   if primary is not None and primary not in spaces:
-    raise UserError(f'--primary: {primary!r} is not among the analysed '
+    raise ValueError(f'primary: {primary!r} is not among the analysed '
                     f'feature spaces ({", ".join(spaces)})')
 
 

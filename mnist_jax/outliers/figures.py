@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 import numpy as np
 
 from mnist_jax import io_utils
-from mnist_jax.predictions_io import Predictions
+from mnist_jax.predictions import Predictions
 
 NUM_TILES = 30
 FIGURE_KINDS = ('scores', 'most_anomalous', 'misclassified_outliers',
