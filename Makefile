@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 CONFIG ?= configs/default.py
 WORKDIR ?= runs/default
 DATA_DIR ?=
-DATA_FLAG := $(if $(DATA_DIR),--config.data_dir=$(abspath $(DATA_DIR)),)
-EVAL_DATA_FLAG := $(if $(DATA_DIR),--data_dir=$(abspath $(DATA_DIR)),)
+DATASET ?=
+DATA_FLAG := $(if $(DATA_DIR),--config.data_dir=$(abspath $(DATA_DIR)),) \
+             $(if $(DATASET),--config.dataset=$(DATASET),)
 RESULTS := results
 
-.PHONY: setup setup-benchmark test test-fast run benchmark clean
+.PHONY: setup setup-benchmark test test-fast run label-errors benchmark clean
 
 setup: $(VENV)/.installed
 
@@ -33,9 +34,16 @@ run: setup
 	$(BIN)/python scripts/evaluate.py --workdir=$(WORKDIR)
 	$(BIN)/python scripts/outliers.py --workdir=$(WORKDIR)
 	mkdir -p $(RESULTS)
+	rm -f $(RESULTS)/*.png
 	cp $(WORKDIR)/report.md $(WORKDIR)/outliers.json $(WORKDIR)/eval.json \
 	   $(WORKDIR)/metrics.jsonl $(WORKDIR)/*.png $(RESULTS)/
 	@echo "report: $(WORKDIR)/report.md (copied to $(RESULTS)/)"
+
+# Label-error candidates of both splits from out-of-sample probabilities
+# (minutes each on 2 CPU cores; docs/label_errors.md).
+label-errors: setup
+	$(BIN)/python scripts/label_errors.py --workdir=$(WORKDIR) --split=test $(DATA_FLAG)
+	$(BIN)/python scripts/label_errors.py --workdir=$(WORKDIR) --split=train $(DATA_FLAG)
 
 # Benchmarks need PyTorch (CPU) for the peers; `make run` and `make test` never do.
 setup-benchmark: $(VENV)/.installed-benchmark

@@ -1,84 +1,117 @@
-"""Speed benchmark: python scripts/benchmark.py --config=configs/fast.py --out=F.json
+"""Speed benchmarks: the project against PyTorch peers on the same machine.
 
-Prints and writes step_ms, images_per_s, flops_per_step (XLA cost analysis),
-utilization (against a matmul peak measured in the same run), compile_s and,
-from a real training run, seconds_to_99.0 / seconds_to_99.5 (compilation
-included) and final_test_accuracy (and final_test_accuracy_tta with
---config.tta), the config file with its command-line overrides, and the
-command. --steps_only skips the training run; --profile_ops=N adds the train
-step's N costliest operations (`top_ops`, from a jax.profiler trace).
+    python benchmarks/benchmark.py --suite --config.data_dir=DIR --out=F.json
 
---suite benchmarks the project's targets instead of one config: fast.py
-(time to 99.0%), default.py (time to 99.5%), best.py (accuracy within 15
-minutes), cnn.py and wide.py (train step only: the Flax example's step time,
-FLOP utilisation), one after the other, with each run's figures under `runs`
-and a `targets` table (bound, measured, met). --config.KEY overrides apply to
-every config (they are parsed against configs/fast.py, the --config default,
-so a key must be in fast.py too); with --workdir, the training runs are kept
-in WORKDIR/NAME.
+--suite runs project and peers in turns, --rounds times, and prints and
+writes their figures, spreads and ratios with a targets table (suite.py):
+time to 99.0% of configs/fast.py against the peer recipe, the Flax-example
+CNN's step (configs/cnn.py) against PyTorch's, the FLOP utilisation of
+configs/best.py's step. --accuracy adds configs/best.py's full training run
+with seeds 0, 1 and 2 (about 15 minutes each on 2 CPU cores). --config.KEY
+overrides apply to every config of the suite. The peers need PyTorch
+(`make setup-benchmark`).
+
+Without --suite, one config (--config, default configs/fast.py): step time,
+FLOP utilisation and, unless --steps_only, a training run's time to 99.0%
+and 99.5%; --profile_ops=N adds the step's N costliest operations and keeps
+the profiler trace in --workdir for TensorBoard's profile plugin.
 """
 
+import importlib.util
 import json
+import os
 import shlex
 import sys
 
 from absl import flags
 from ml_collections import config_flags
+from ml_collections.config_flags import config_path
 
-from mnist_jax import benchmark
-from mnist_jax import benchmark_suite
+import op_profile
+import suite
+import timing
 from mnist_jax import cli
-from mnist_jax import flag_parsing
 from mnist_jax import io_utils
-from mnist_jax import op_profile
 from mnist_jax import parallel
-from mnist_jax.errors import UserError
+
+ACCURACY_SEEDS = (0, 1, 2)
+SUITE_CONFIGS = {'fast': 'fast.py', 'cnn': 'cnn.py', 'best': 'best.py'}
 
 _OUT = flags.DEFINE_string('out', None, 'JSON file to write the figures to.')
-_STEPS_ONLY = flags.DEFINE_bool('steps_only', False, 'Time the train step only; '
-                                'no training run.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Keep the training run here, '
-                               'a new folder (default: a temporary one); with '
-                               '--suite, each in WORKDIR/NAME.')
-_SUITE = flags.DEFINE_bool('suite', False, 'Benchmark the project\'s targets: '
-                           'fast, default and best.py with training runs, cnn '
-                           'and wide.py steps only (about 16 minutes on 2 CPU '
-                           'cores), and check each against its target.')
+_SUITE = flags.DEFINE_bool('suite', False, 'Run the suite of targets against '
+                           'the PyTorch peers (about 5 minutes on 2 CPU cores).')
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'With --suite: rounds of project '
+                               'and peer runs, in turns.', lower_bound=1)
+_ACCURACY = flags.DEFINE_bool('accuracy', False, 'With --suite: also train '
+                              'configs/best.py with seeds 0, 1 and 2 and check '
+                              'its mean final test accuracy (45 minutes more '
+                              'on 2 CPU cores).')
+_STEPS_ONLY = flags.DEFINE_bool('steps_only', False, 'Without --suite: time '
+                                'the train step only; no training run.')
 _PROFILE_OPS = flags.DEFINE_integer(
-    'profile_ops', 0, 'Also list the N operations of the train step that take '
-    'the most time (a jax.profiler trace of 30 steps; 0: off).', lower_bound=0)
-flag_parsing.define_config_file('config', 'configs/fast.py', 'Config file.')
+    'profile_ops', 0, 'Without --suite: also list the N operations of the '
+    'train step that take the most time, from a jax.profiler trace of 30 '
+    'steps kept in --workdir (0: off).', lower_bound=0)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Keep the training runs (and '
+                               'the profiler trace) here, a new folder; '
+                               'default: a temporary one.')
+_CONFIG = cli.define_config_flag('fast.py')
 
 
-def _check_suite_flags():
-  for name in ('config', 'steps_only', 'profile_ops'):
-    if flags.FLAGS[name].present:
-      raise UserError(f'--{name} does not go with --suite, which runs its own '
-                      'configs (--config.KEY overrides apply to each)')
+def _load_config(name: str, overrides: dict):
+  """configs/NAME with the command line's --config.KEY overrides."""
+  path = os.path.join(cli.CONFIGS_DIR, name)
+  spec = importlib.util.spec_from_file_location(f'configs_{name[:-3]}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for key, value in overrides.items():
+    try:
+      config_path.get_value(key, config)
+    except (KeyError, AttributeError):
+      raise ValueError(f'config.{key}: configs/{name} has no such key') from None
+    config_path.set_value(key, config, value)
+  return config
 
 
-def _run_one():
-  if _PROFILE_OPS.value:
-    op_profile.enable_cpu_op_events()  # before the first computation
-  result = benchmark.run_benchmark(flags.FLAGS.config, _WORKDIR.value,
-                                   _STEPS_ONLY.value,
-                                   profile_ops=_PROFILE_OPS.value)
-  result['config'] = config_flags.get_config_filename(flags.FLAGS['config'])
-  return result
+def _check_flags() -> None:
+  if _SUITE.value:
+    for name in ('config', 'steps_only', 'profile_ops'):
+      if flags.FLAGS[name].present:
+        raise ValueError(f'--{name} does not go with --suite, which runs its '
+                         'own configs (--config.KEY overrides apply to each)')
+    if not suite.torch_available():
+      cli.fail('the suite\'s peers need PyTorch, which is not installed: run '
+               '`make setup-benchmark` (pip install -r requirements-benchmark.txt)')
+  else:
+    for name in ('rounds', 'accuracy'):
+      if flags.FLAGS[name].present:
+        raise ValueError(f'--{name} goes with --suite only')
+  if _PROFILE_OPS.value and not _WORKDIR.value:
+    raise ValueError('--profile_ops keeps its trace in --workdir; give one')
+  if _WORKDIR.value and os.path.isdir(_WORKDIR.value) and os.listdir(_WORKDIR.value):
+    raise ValueError(f'workdir {_WORKDIR.value!r} is not empty; the benchmark '
+                     'times fresh training runs, so give a new folder')
 
 
 def main(argv):
   del argv
-  if _SUITE.value:
-    _check_suite_flags()
+  _check_flags()
   if _OUT.value:  # fail on an unwritable output before minutes of work
-    io_utils.ensure_writable_file_path(_OUT.value, '--out')
+    io_utils.ensure_writable_file_path(_OUT.value, 'out')
+  if _PROFILE_OPS.value:
+    op_profile.enable_cpu_op_events()  # before the first computation
   overrides = config_flags.get_override_values(flags.FLAGS['config'])
   if _SUITE.value:
-    result = benchmark_suite.run_suite(benchmark_suite.SUITE, overrides,
-                                       _WORKDIR.value)
+    configs = {key: _load_config(name, overrides)
+               for key, name in SUITE_CONFIGS.items()}
+    result = suite.run_suite(configs, _ROUNDS.value, _WORKDIR.value,
+                             accuracy_seeds=ACCURACY_SEEDS if _ACCURACY.value else ())
   else:
-    result = _run_one()
+    result = timing.benchmark_config(_CONFIG.value, _WORKDIR.value,
+                                     _STEPS_ONLY.value, _PROFILE_OPS.value)
+    result['config'] = config_flags.get_config_filename(flags.FLAGS['config'])
+  result['machine'] = {**timing.machine_description(), **result.get('machine', {})}
   result['config_overrides'] = overrides
   result['command'] = shlex.join(['python'] + sys.argv)
   text = json.dumps(result, indent=2)

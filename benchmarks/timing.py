@@ -1,7 +1,8 @@
-"""Speed figures: train-step time, FLOP utilisation, time to accuracy.
+"""The project's speed figures: train-step time, FLOP utilisation against a
+matmul peak measured in the same process, and time to accuracy from a real
+training run (`mnist_jax.train.train_and_evaluate`, compilation included).
 
-Everything is measured in the same process on the same devices: the matmul
-peak used for the utilisation is measured here too, not quoted. Runs
+Nothing here knows about peers or rounds (suite.py); every function runs
 unchanged on CPU, GPU and TPU.
 """
 
@@ -10,33 +11,39 @@ import platform
 import statistics
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
+import flax
 import jax
 import jax.numpy as jnp
+import jaxlib
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mnist_jax import config_checks
+import op_profile
+from mnist_jax import batches as batches_lib
+from mnist_jax import config as config_lib
 from mnist_jax import data as data_lib
-from mnist_jax import io_utils
 from mnist_jax import metrics_log
-from mnist_jax import models
-from mnist_jax import op_profile
 from mnist_jax import parallel
 from mnist_jax import train
-from mnist_jax.errors import UserError
 
 ACCURACY_MILESTONES = (0.99, 0.995)
 
+# /proc/cpuinfo flags that say which vector and matrix units the CPU has.
+ISA_FLAGS = ('avx', 'avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl',
+             'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'avx_vnni',
+             'amx_tile', 'amx_bf16', 'amx_int8', 'asimd', 'sve')
 
-def _median_seconds(fn, *args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+  """Median wall time of `fn()` (blocked on) after one untimed call."""
+  jax.block_until_ready(fn())
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
+    jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
   return statistics.median(times)
 
@@ -44,80 +51,90 @@ def _median_seconds(fn, *args, repeats: int) -> float:
 def matmul_peak_flops(mesh: Mesh, size: int = 2048, repeats: int = 10) -> float:
   """FLOP/s of float32 [size, size] matmuls, one per device of `mesh` at once.
 
-  The practical peak of the devices the train step runs on. Measured on all
-  of them together rather than on one and multiplied: devices that share
-  hardware (`--xla_force_host_platform_device_count` on one CPU) share its
-  peak too.
+  The practical peak of the devices the train step runs on, measured on all
+  of them together: devices that share hardware (several XLA:CPU devices on
+  one CPU) share its peak too.
   """
   sharding = NamedSharding(mesh, P(parallel.DATA_AXIS))
   a = jax.jit(lambda: jax.random.normal(jax.random.PRNGKey(0),
                                        (mesh.size, size, size), jnp.float32),
               out_shardings=sharding)()
   matmuls = jax.jit(lambda x: x @ x, out_shardings=sharding)
-  seconds = _median_seconds(matmuls, a, repeats=repeats)
+  seconds = median_seconds(lambda: matmuls(a), repeats)
   return mesh.size * 2 * size**3 / seconds
 
 
-def _cost_flops(compiled, num_devices: int) -> float:
-  """FLOPs of one execution on all devices.
-
-  XLA's cost analysis counts the partitioned program, i.e. one device's share.
-  """
+def cost_flops(compiled: Any, num_devices: int) -> float:
+  """FLOPs of one execution on all devices (XLA's cost analysis counts one
+  device's share of a partitioned program)."""
   analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):  # older jax: one dict per device
+  if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
   return num_devices * float(analysis.get('flops', float('nan')))
 
 
-def _synthetic_split(num_examples: int) -> data_lib.Split:
-  """Random uint8 images: step time does not depend on pixel values."""
-  rng = np.random.default_rng(0)
+def synthetic_split(num_examples: int, seed: int = 0) -> data_lib.Split:
+  """Random uint8 images: a step's time does not depend on pixel values."""
+  rng = np.random.default_rng(seed)
   return data_lib.Split(
-      images=rng.integers(0, 256, (num_examples,) + data_lib.IMAGE_SHAPE, np.uint8),
+      images=rng.integers(0, 256, (num_examples,) + data_lib.IMAGE_SHAPE,
+                          np.uint8),
       labels=rng.integers(0, 10, num_examples).astype(np.int32),
       index=np.arange(num_examples))
 
 
-def time_train_step(config: ml_collections.ConfigDict, steps: int = 30,
-                    profile_ops: int = 0) -> dict[str, Any]:
-  """Median time of the jitted train step at the config's batch size; with
-  `profile_ops`, also the step's costliest ops from a profiler trace."""
-  mesh = parallel.create_mesh()
-  parallel.check_divisible(config.batch_size, mesh, 'batch_size')
-  replicated = parallel.replicated(mesh)
-  num_batches = 4
-  rows = np.arange(num_batches * config.batch_size).reshape(num_batches, -1)
-  batches = train.device_train_batches(
-      _synthetic_split(rows.size), rows, parallel.stacked_batches_sharding(mesh))
-  state = train.create_train_state(models.create_model(config), config, 100,
-                                   jax.random.PRNGKey(config.seed), replicated)
-  totals = jax.device_put(train.zero_totals(), replicated)
-  train_fn = train.make_train_fn(config, mesh)
-  start = time.perf_counter()
-  compiled = train_fn.lower(state, totals, batches, 0).compile()
-  compile_seconds = time.perf_counter() - start
-  state, totals = compiled(state, totals, batches, 0)
-  jax.block_until_ready(totals)
-  times = []
-  for i in range(steps):
+class StepTimer:
+  """A config's jitted train step (train.make_train_fn), compiled once on
+  random data, then timed for as many steps and rounds as asked."""
+
+  def __init__(self, config: ml_collections.ConfigDict, num_batches: int = 4):
+    config_lib.validate_config(config)
+    self.config = config
+    mesh = parallel.create_mesh()
+    parallel.check_divisible(config.batch_size, mesh, 'config.batch_size')
+    replicated = parallel.replicated(mesh)
+    rows = np.arange(num_batches * config.batch_size).reshape(num_batches, -1)
+    self._batches = batches_lib.device_train_batches(
+        synthetic_split(rows.size), rows,
+        parallel.stacked_batches_sharding(mesh))
+    self._num_batches = num_batches
+    self._state = train.create_state_for_config(
+        config, 100, jax.random.PRNGKey(config.seed), replicated)
+    self._totals = jax.device_put(train.zero_totals(), replicated)
     start = time.perf_counter()
-    state, totals = compiled(state, totals, batches, i % num_batches)
-    jax.block_until_ready(totals)
-    times.append(time.perf_counter() - start)
-  step_seconds = statistics.median(times)
-  result = {'step_ms': 1000 * step_seconds,
-            'images_per_s': config.batch_size / step_seconds,
-            'flops_per_step': _cost_flops(compiled, mesh.size),
-            'compile_s': compile_seconds}
-  if profile_ops:
-    def run_steps():
-      nonlocal state, totals
-      for i in range(steps):
-        state, totals = compiled(state, totals, batches, i % num_batches)
-      return totals
-    result['top_ops'] = op_profile.costliest_ops(compiled, run_steps, steps,
-                                                 profile_ops)
-  return result
+    self._compiled = train.make_train_fn(config, mesh).lower(
+        self._state, self._totals, self._batches, 0).compile()
+    self.compile_seconds = time.perf_counter() - start
+    self.flops_per_step = cost_flops(self._compiled, mesh.size)
+    self.hlo_text = self._compiled.as_text  # the optimized HLO, as text
+    self.run(1)
+
+  def run(self, steps: int) -> Any:
+    """Runs `steps` steps without waiting between them; returns the totals."""
+    for i in range(steps):
+      self._state, self._totals = self._compiled(
+          self._state, self._totals, self._batches, i % self._num_batches)
+    return self._totals
+
+  def step_seconds(self, steps: int) -> list[float]:
+    """Wall seconds of each of `steps` steps, each waited for."""
+    times = []
+    for _ in range(steps):
+      start = time.perf_counter()
+      jax.block_until_ready(self.run(1))
+      times.append(time.perf_counter() - start)
+    return times
+
+
+def step_figures(timer: StepTimer, step_seconds: float,
+                 peak_flops: float) -> dict[str, float]:
+  """Step time, throughput and FLOP utilisation from a (median) step time."""
+  return {'step_ms': 1000 * step_seconds,
+          'images_per_s': timer.config.batch_size / step_seconds,
+          'flops_per_step': timer.flops_per_step,
+          'matmul_peak_flops': peak_flops,
+          'utilization': timer.flops_per_step / step_seconds / peak_flops,
+          'compile_s': timer.compile_seconds}
 
 
 def seconds_to_accuracy(records: list[dict[str, Any]],
@@ -129,58 +146,85 @@ def seconds_to_accuracy(records: list[dict[str, Any]],
   return None
 
 
-def machine_description() -> dict[str, Any]:
-  device = jax.devices()[0]
-  return {'platform': device.platform, 'device_kind': device.device_kind,
-          'device_count': jax.device_count(), 'cpu_count': os.cpu_count(),
-          'processor': platform.processor() or platform.machine(),
-          'jax_version': jax.__version__}
+def milestone_key(accuracy: float) -> str:
+  return f'seconds_to_{100 * accuracy:.1f}'
 
 
-def check_config_and_workdir(config: ml_collections.ConfigDict,
-                             workdir: str | None, steps_only: bool) -> None:
-  """UserError for a bad config, or for a training run's folder that holds
-  files (time to accuracy needs a fresh run, not a resumed one) or cannot be
-  written; creates that folder."""
-  config_checks.validate_config(config)
-  if not workdir or steps_only:
-    return
-  if os.path.isdir(workdir) and os.listdir(workdir):
-    raise UserError(f'--workdir {workdir!r} is not empty; the benchmark times '
-                    'a fresh training run, so give a new folder')
-  io_utils.ensure_writable_dir(workdir, '--workdir')
-
-
-def run_benchmark(config: ml_collections.ConfigDict, workdir: str | None = None,
-                  steps_only: bool = False, steps: int = 30,
-                  profile_ops: int = 0) -> dict[str, Any]:
-  """Step timing, utilisation and (unless `steps_only`) a real training run.
-
-  With `profile_ops` > 0 the result has `top_ops`: the step's costliest
-  operations (see `op_profile`; on CPU call `op_profile.enable_cpu_op_events`
-  before any computation).
-  """
-  check_config_and_workdir(config, workdir, steps_only)
-  result = {'machine': machine_description(), 'model': config.model,
-            'batch_size': config.batch_size}
-  result.update(time_train_step(config, steps, profile_ops))
-  result['matmul_peak_flops'] = matmul_peak_flops(parallel.create_mesh())
-  result['utilization'] = (result['flops_per_step'] / (result['step_ms'] / 1000)
-                           / result['matmul_peak_flops'])
-  if steps_only:
-    return result
+def training_run(config: ml_collections.ConfigDict,
+                 workdir: str | None = None) -> dict[str, Any]:
+  """A fresh training run of `config` (in `workdir`, a new or empty folder,
+  or in a temporary one): time to each accuracy milestone, compilation
+  included, and the final epoch's test accuracy."""
+  if workdir and os.path.isdir(workdir) and os.listdir(workdir):
+    raise ValueError(f'workdir {workdir!r} is not empty; the benchmark times '
+                     'a fresh training run, so give a new folder')
   with tempfile.TemporaryDirectory() as scratch:
     run_dir = workdir or scratch
     summary = train.train_and_evaluate(config, run_dir)
     records = metrics_log.read_metrics(run_dir)
-  for milestone in ACCURACY_MILESTONES:
-    result[f'seconds_to_{100 * milestone:.1f}'] = seconds_to_accuracy(records, milestone)
-  result['final_test_accuracy'] = summary['test_accuracy']
+  result = {milestone_key(a): seconds_to_accuracy(records, a)
+            for a in ACCURACY_MILESTONES}
+  result.update({
+      'test_accuracy': summary['test_accuracy'],
+      'test_examples': summary['test_examples'],
+      'num_epochs': summary['epoch'], 'train_seconds': summary['elapsed'],
+      'epochs': [{k: r[k] for k in ('epoch', 'test_accuracy', 'elapsed')}
+                 for r in records]})
   if 'test_accuracy_tta' in summary:
-    result['final_test_accuracy_tta'] = summary['test_accuracy_tta']
-  result['test_examples'] = summary['test_examples']
-  result['num_epochs'] = summary['epoch']
-  result['train_seconds'] = summary['elapsed']
-  result['epochs'] = [{k: r[k] for k in ('epoch', 'test_accuracy', 'elapsed')}
-                      for r in records]
+    result['test_accuracy_tta'] = summary['test_accuracy_tta']
+  return result
+
+
+def _cpu_info() -> tuple[str, list[str]]:
+  """The CPU's model name and its ISA_FLAGS, from /proc/cpuinfo (Linux)."""
+  model, flags = platform.processor() or platform.machine(), set()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name':
+          model = value.strip()
+        elif key.strip() in ('flags', 'Features'):
+          flags.update(value.split())
+  except OSError:
+    pass
+  return model, [flag for flag in ISA_FLAGS if flag in flags]
+
+
+def machine_description() -> dict[str, Any]:
+  """The hardware and software the figures were measured on."""
+  device = jax.devices()[0]
+  cpu_model, isa = _cpu_info()
+  usable = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+            else os.cpu_count())
+  return {'platform': device.platform, 'device_kind': device.device_kind,
+          'device_count': jax.device_count(), 'cpu_model': cpu_model,
+          'cpu_count': os.cpu_count(), 'usable_cpus': usable, 'cpu_isa': isa,
+          'python': platform.python_version(), 'jax': jax.__version__,
+          'jaxlib': jaxlib.__version__, 'flax': flax.__version__,
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'project_dtype': 'float32'}
+
+
+def benchmark_config(config: ml_collections.ConfigDict,
+                     workdir: str | None = None, steps_only: bool = False,
+                     profile_ops: int = 0, steps: int = 30) -> dict[str, Any]:
+  """One config's figures: step time and FLOP utilisation (medians of
+  `steps` steps), and unless `steps_only` a training run (WORKDIR/train).
+
+  With `profile_ops`, also the step's costliest operations from a profiler
+  trace kept in WORKDIR/profile (on CPU, call
+  `op_profile.enable_cpu_op_events` before any computation).
+  """
+  timer = StepTimer(config)
+  step = statistics.median(timer.step_seconds(steps))
+  peak = matmul_peak_flops(parallel.create_mesh())
+  result = {'model': config.model, 'batch_size': config.batch_size,
+            **step_figures(timer, step, peak)}
+  if profile_ops:
+    result.update(op_profile.profile(
+        timer.hlo_text(), lambda: timer.run(steps), steps,
+        os.path.join(workdir, 'profile'), profile_ops))
+  if not steps_only:
+    result.update(training_run(config, workdir and os.path.join(workdir, 'train')))
   return result

@@ -5,6 +5,8 @@
 ValueError naming its key as `config.KEY`.
 """
 
+import math
+
 import ml_collections
 
 from mnist_jax import models
@@ -47,6 +49,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 0  # 0: ten progress lines per epoch
   config.checkpoint_every_steps = 0  # 0: only at the end of each epoch
   config.keep_checkpoints = 2
+  # Stop (exit 2) when an epoch's mean training loss so far exceeds this at a
+  # progress line, checkpoint or epoch end: 10x the ln(10) = 2.3 of a model
+  # that guesses. 0: only non-finite losses stop a run.
+  config.divergence_loss = 23.0
   return config
 
 
@@ -56,7 +62,8 @@ REQUIRED_KEYS = tuple(default_config().keys())
 # Keys added after the first release, with the value that means "off": a
 # checkpoint saved before a key existed was trained with that value.
 LATER_KEYS = {'max_rotation': 0.0, 'max_scale': 0.0, 'ema_decay': 0.0,
-              'elastic_alpha': 0.0, 'elastic_sigma': 4.0, 'tta': False}
+              'elastic_alpha': 0.0, 'elastic_sigma': 4.0, 'tta': False,
+              'divergence_loss': 0.0}
 
 
 def with_later_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -116,6 +123,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'must be >= 1, got {config.keep_checkpoints!r}')
   _require(config.log_every_steps >= 0, 'log_every_steps',
            f'must be >= 0, got {config.log_every_steps!r}')
+  _require(0 <= config.divergence_loss < math.inf, 'divergence_loss',
+           f'must be a finite number >= 0 (0: off), got '
+           f'{config.divergence_loss!r}')
   _require(isinstance(config.seed, int) and 0 <= config.seed < 2**32, 'seed',
            f'must be an integer in [0, 2**32), got {config.seed!r}')
   _require(0 <= config.momentum < 1, 'momentum',

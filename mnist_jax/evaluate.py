@@ -6,12 +6,14 @@ label, columns: prediction). Both come from the checkpoint config's
 test-time views: nine per image with `tta`, else the image alone.
 """
 
+import dataclasses
 import os
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from sklearn import metrics
 
 from mnist_jax import checkpoint as checkpoint_lib
@@ -23,6 +25,7 @@ from mnist_jax import predictions as predictions_lib
 from mnist_jax import steps
 from mnist_jax import train
 from mnist_jax import tta
+from mnist_jax import workdir as workdir_lib
 
 OUTPUT_NAMES = ('predictions.csv', 'eval.json')
 
@@ -30,7 +33,8 @@ OUTPUT_NAMES = ('predictions.csv', 'eval.json')
 def restore_trained_state(
     workdir: str, config_overrides: dict[str, Any] | None = None
 ) -> tuple[ml_collections.ConfigDict, steps.TrainState]:
-  """The config and train state of the latest checkpoint in `workdir`.
+  """The config and train state of the newest readable checkpoint in
+  `workdir` (checkpoint.py: it may be a live run's).
 
   `config_overrides` may change keys that do not shape the model, such as
   `data_dir` when the data has moved since training.
@@ -42,7 +46,7 @@ def restore_trained_state(
   steps_per_epoch = 1  # only shapes the schedule, which inference never uses
   state = train.create_state_for_config(config, steps_per_epoch,
                                         jax.random.PRNGKey(0), replicated)
-  state, _ = checkpoint_lib.Checkpoints(workdir, config).restore(
+  state, _ = checkpoint_lib.Checkpoints(workdir, config, read_only=True).restore(
       state, jax.device_put(train.zero_totals(), replicated), replicated)
   return config, state
 
@@ -52,6 +56,9 @@ def check_data_dir(workdir: str, data_dir: str | None) -> None:
   `data_dir` if given, else the folder saved with the checkpoint in
   `workdir` (empty: tensorflow-datasets, which needs none)."""
   if data_dir is not None:
+    if os.path.isfile(os.path.expanduser(data_dir)):
+      raise NotADirectoryError(f'data_dir {data_dir!r} is a file, not a '
+                               'folder of IDX files')
     if not os.path.isdir(os.path.expanduser(data_dir)):
       raise FileNotFoundError(f'data_dir {data_dir!r}: no such folder')
     return
@@ -59,8 +66,8 @@ def check_data_dir(workdir: str, data_dir: str | None) -> None:
   if saved and not os.path.isdir(os.path.expanduser(saved)):
     raise FileNotFoundError(
         f'the data folder {saved!r} saved with the checkpoint in workdir '
-        f'{workdir!r} does not exist (moved?); pass data_dir with the folder '
-        'of IDX files')
+        f'{workdir!r} does not exist (moved?); pass data_dir=FOLDER, the '
+        'folder of IDX files')
 
 
 def predict(state: steps.TrainState, split: data_lib.Split, batch_size: int,
@@ -100,14 +107,22 @@ def eval_summary(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any
 
 
 def evaluate_workdir(workdir: str, data_dir: str | None = None) -> dict[str, Any]:
-  """Writes W/predictions.csv and W/eval.json for the latest checkpoint.
+  """Writes W/predictions.csv and W/eval.json for the newest readable checkpoint.
 
   `data_dir` (the data_dir flag) replaces the data folder saved with the
   checkpoint. Every input and output path is checked before anything is
-  computed or written.
+  computed or written. Holds the workdir's lock meanwhile (workdir.py); beside
+  a training run, evaluates its newest complete checkpoint, and eval.json's
+  `training_running` names the run (else null).
   """
   check_data_dir(workdir, data_dir)
   paths = io_utils.check_output_paths(workdir, OUTPUT_NAMES)
+  with workdir_lib.locked_unless_training(workdir, 'evaluate') as training:
+    return _evaluate(workdir, data_dir, paths, training)
+
+
+def _evaluate(workdir: str, data_dir: str | None, paths: list[str],
+              training: workdir_lib.Holder | None) -> dict[str, Any]:
   overrides = {} if data_dir is None else {'data_dir': data_dir}
   config, state = restore_trained_state(workdir, overrides)
   test_split = data_lib.load_split(config, 'test')
@@ -115,7 +130,15 @@ def evaluate_workdir(workdir: str, data_dir: str | None = None) -> dict[str, Any
                     tta.config_views(config))
   summary = eval_summary(test_split.labels, outputs['probabilities'])
   summary['step'] = int(state.step)
+  summary['training_running'] = (None if training is None else
+                                 dataclasses.asdict(training))
+  if training:
+    logging.warning('evaluated checkpoint step %d; training is still running',
+                    summary['step'])
   summary['tta'] = bool(config.tta)
+  # load_split refused IDX files of another published dataset.
+  summary['dataset'] = config.dataset
+  summary['data_source'] = config.data_dir or 'tensorflow-datasets'
   if parallel.is_main_process():
     predictions_path, eval_path = paths
     io_utils.write_text(predictions_path,

@@ -1,4 +1,5 @@
-"""Atomic file output: a reader never sees a half-written result."""
+"""Atomic file output: a reader never sees a half-written result, and a
+failed write (a full disk, a read-only folder) leaves the old file whole."""
 
 import contextlib
 import csv
@@ -24,20 +25,25 @@ _UMASK = _read_umask()
 def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path beside `path`; renames it onto `path` on success.
 
-  On an exception the temporary file is removed and `path` is left as it was.
+  On an exception the temporary file is removed and `path` is left as it was;
+  an OSError (from this or from the caller's writing) becomes one that names
+  `path` and the cause.
   """
   directory = os.path.dirname(os.path.abspath(path))
   suffix = os.path.splitext(path)[1]  # matplotlib picks the format from it
-  fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix=suffix)
-  os.close(fd)
+  tmp_path = None
   try:
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.tmp-', suffix=suffix)
+    os.close(fd)
     # mkstemp makes the file owner-only; give the result the mode a plain
     # open() would, so results stay readable as the umask intends.
     os.chmod(tmp_path, 0o666 & ~_UMASK)
     yield tmp_path
     os.replace(tmp_path, path)
+  except OSError as e:
+    raise OSError(f'{path}: cannot write: {e.strerror or e}') from e
   finally:
-    if os.path.exists(tmp_path):
+    if tmp_path and os.path.exists(tmp_path):
       os.remove(tmp_path)
 
 

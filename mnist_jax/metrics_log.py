@@ -3,6 +3,7 @@
 import concurrent.futures
 import json
 import os
+import re
 from typing import Any
 
 from absl import logging
@@ -73,8 +74,9 @@ class MetricsLog:
         f'{k} {v:.4f}' for k, v in record.items() if isinstance(v, float)))
     if self._background is None:
       return
-    with open(self._path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+    # Rewritten whole, not appended: a full disk must not leave half a line.
+    io_utils.write_text(self._path,
+                        ''.join(json.dumps(r) + '\n' for r in self._records))
     self._background.submit(self._write_scalars, record)
 
   def write_hparams(self, config: Any) -> None:
@@ -102,7 +104,17 @@ class MetricsLog:
     writer.flush()
 
   def close(self) -> None:
-    """Waits for the TensorBoard writes (re-raising their errors)."""
-    if self._background is not None:
+    """Waits for the TensorBoard writes; a failed one (a full disk) is an
+    OSError naming the file and the cause."""
+    if self._background is None:
+      return
+    try:
       self._background.submit(lambda: self._writer.result().close()).result()
+    # TensorFlow reports a failed write as its own errors, not OSError:
+    # "{{function_node ...}} /w/events.out...; No space left on device".
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      first_line = str(e).strip().splitlines()[0] if str(e).strip() else ''
+      raise OSError('cannot write TensorBoard events: ' +
+                    re.sub(r'^\{\{.*?\}\}\s*', '', first_line)) from e
+    finally:
       self._background.shutdown()

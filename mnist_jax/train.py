@@ -6,6 +6,13 @@ inside the compiled computation: one dispatch, no host transfer. Metrics are
 running sums kept on the devices and read only for progress lines,
 checkpoints and the end of an epoch; the test set is padded and masked so
 that every test example counts exactly once.
+
+A run holds its workdir's lock (workdir.py) throughout. SIGINT and SIGTERM
+stop it after the current step with a checkpoint of that step
+(interrupts.py), so that resuming loses nothing and reports what an
+uninterrupted run would. At every host sync the run stops, without saving,
+on a non-finite loss or weights, or on a mean training loss above
+`config.divergence_loss`.
 """
 
 import functools
@@ -24,6 +31,7 @@ from mnist_jax import batches as batches_lib
 from mnist_jax import checkpoint as checkpoint_lib
 from mnist_jax import config as config_lib
 from mnist_jax import data as data_lib
+from mnist_jax import interrupts
 from mnist_jax import io_utils
 from mnist_jax import metrics_log
 from mnist_jax import models
@@ -31,6 +39,7 @@ from mnist_jax import optim
 from mnist_jax import parallel
 from mnist_jax import steps
 from mnist_jax import tta
+from mnist_jax import workdir as workdir_lib
 from mnist_jax.batches import Batch
 from mnist_jax.steps import Metrics, TrainState
 
@@ -114,20 +123,31 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
-def _check_finite(state: TrainState, totals: Metrics, checkpoint_dir: str) -> None:
-  """Stops on a NaN or infinite loss, or weights: a step's loss is computed
-  before its update, so an update that overflows shows only in the weights."""
+def _check_training(state: TrainState, totals: Metrics,
+                    config: ml_collections.ConfigDict,
+                    checkpoints: checkpoint_lib.Checkpoints) -> None:
+  """Stops on a NaN or infinite loss or weights (a step's loss is computed
+  before its update, so an update that overflows shows only in the weights),
+  or on an epoch's mean training loss so far above config.divergence_loss."""
   bad_step = int(jax.device_get(totals['nonfinite_step']))
+  mean_loss = summarize(totals)['loss']
   if bad_step >= 0:
-    what = f'training loss at step {bad_step + 1}'
+    problem = f'non-finite training loss at step {bad_step + 1}'
   elif not bool(jax.device_get(_all_finite(
       (state.params, state.batch_stats, state.ema)))):
-    what = f'weights or statistics by step {int(state.step)}'
+    problem = f'non-finite weights or statistics by step {int(state.step)}'
+  elif config.divergence_loss and mean_loss > config.divergence_loss:
+    problem = (f'training diverged: mean train loss {mean_loss:.3g} in this '
+               f'epoch by step {int(state.step)}, above '
+               f'config.divergence_loss={config.divergence_loss}')
   else:
     return
-  raise FloatingPointError(
-      f'non-finite {what}; stopped without saving it, the last good '
-      f'checkpoint stays in {checkpoint_dir} (lower config.learning_rate?)')
+  kept = checkpoints.latest_step()
+  kept = ('no checkpoint was saved before it' if kept is None else
+          f'the last good checkpoint stays in {checkpoints.directory} '
+          f'(step {kept})')
+  raise FloatingPointError(f'{problem}; stopped without saving it, {kept} '
+                           '(lower config.learning_rate?)')
 
 
 class _Progress:
@@ -193,11 +213,12 @@ def _with_absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.Co
 
 def _train_epoch(train_fn, state: TrainState, totals: Metrics, batches: Batch,
                  epoch: int, config: ml_collections.ConfigDict,
-                 checkpoints: checkpoint_lib.Checkpoints,
-                 progress: _Progress) -> tuple[TrainState, Metrics]:
+                 checkpoints: checkpoint_lib.Checkpoints, progress: _Progress,
+                 stop: interrupts.StopRequests) -> tuple[TrainState, Metrics]:
   """Runs the rest of `epoch` from `state.step` (its start, or a resumed step).
 
-  Syncs with the device only for progress lines and checkpoints.
+  Syncs with the device only for progress lines and checkpoints; on a stop
+  request, saves the step just done and raises Interrupted.
   """
   steps_per_epoch = batches_lib.num_batches(batches)
   first = int(state.step) - (epoch - 1) * steps_per_epoch
@@ -208,13 +229,23 @@ def _train_epoch(train_fn, state: TrainState, totals: Metrics, batches: Batch,
     progress.step_done(step, epoch, done, steps_per_epoch, totals)
     if done == steps_per_epoch:
       break
-    if done % progress.every == 0:
-      _check_finite(state, totals, checkpoints.directory)
-    if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-      _check_finite(state, totals, checkpoints.directory)
+    line = done % progress.every == 0
+    save = bool(config.checkpoint_every_steps and
+                step % config.checkpoint_every_steps == 0)
+    stopping = stop.stop_now(sync_point=line)
+    if line or save or stopping:
+      _check_training(state, totals, config, checkpoints)
+    if save or stopping:
       checkpoints.save(step, state, totals)
-  _check_finite(state, totals, checkpoints.directory)
+    if stopping:
+      raise stop.interrupted(_resume_hint(checkpoints, step))
+  _check_training(state, totals, config, checkpoints)
   return state, totals
+
+
+def _resume_hint(checkpoints: checkpoint_lib.Checkpoints, step: int) -> str:
+  return (f'saved checkpoint {step} in {checkpoints.directory}; run the same '
+          'command to resume')
 
 
 def _tta_metrics(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
@@ -229,9 +260,11 @@ def _tta_metrics(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, float]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint.
+  """Trains `config` in `workdir`, resuming from its newest readable checkpoint.
 
-  Returns the final epoch's metrics (the last line of metrics.jsonl).
+  Returns the final epoch's metrics (the last line of metrics.jsonl). Raises
+  workdir.WorkdirBusy if another run holds the workdir, and
+  interrupts.Interrupted, once a checkpoint is saved, on SIGINT or SIGTERM.
   """
   start_time = time.time()
   config_lib.validate_config(config)
@@ -249,7 +282,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   logging.info('%d training and %d test examples, %d steps per epoch on %d '
                'device(s)', len(train_split), len(test_split), steps_per_epoch,
                mesh.size)
+  with workdir_lib.locked(workdir, workdir_lib.TRAIN):
+    return _train(config, workdir, mesh, train_split, test_split, start_time)
 
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           mesh: jax.sharding.Mesh, train_split: data_lib.Split,
+           test_split: data_lib.Split, start_time: float) -> dict[str, float]:
+  steps_per_epoch = len(train_split) // config.batch_size
   replicated = parallel.replicated(mesh)
   batches_sharding = parallel.stacked_batches_sharding(mesh)
   state = create_state_for_config(config, steps_per_epoch,
@@ -276,27 +316,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # A resumed run's clock goes on from its last logged epoch (the time spent
   # in an interrupted epoch is lost with it).
   elapsed_before = summary.get('elapsed', 0.0)
-  for epoch in range(start_step // steps_per_epoch + 1, config.num_epochs + 1):
-    rows = batches_lib.epoch_rows(len(train_split), config.batch_size,
-                                  config.seed, epoch)
-    batches = batches_lib.device_train_batches(train_split, rows,
-                                               batches_sharding)
-    state, totals = _train_epoch(train_fn, state, totals, batches, epoch,
-                                 config, checkpoints, progress)
-    train_metrics = summarize(totals)
-    test_metrics = evaluate(eval_fn, state, test_batches)
-    summary = {'epoch': epoch,
-               'train_loss': train_metrics['loss'],
-               'train_accuracy': train_metrics['accuracy'],
-               'test_loss': test_metrics['loss'],
-               'test_accuracy': test_metrics['accuracy'],
-               'test_examples': test_metrics['count']}
-    if config.tta and epoch == config.num_epochs:
-      summary.update(_tta_metrics(config, mesh, state, test_batches))
-    summary['elapsed'] = elapsed_before + time.time() - start_time
-    log.write(summary)
-    totals = jax.device_put(zero_totals(), replicated)
-    checkpoints.save(int(state.step), state, totals)
+  try:
+    with interrupts.StopRequests() as stop:
+      for epoch in range(start_step // steps_per_epoch + 1,
+                         config.num_epochs + 1):
+        rows = batches_lib.epoch_rows(len(train_split), config.batch_size,
+                                      config.seed, epoch)
+        batches = batches_lib.device_train_batches(train_split, rows,
+                                                   batches_sharding)
+        state, totals = _train_epoch(train_fn, state, totals, batches, epoch,
+                                     config, checkpoints, progress, stop)
+        train_metrics = summarize(totals)
+        test_metrics = evaluate(eval_fn, state, test_batches)
+        summary = {'epoch': epoch,
+                   'train_loss': train_metrics['loss'],
+                   'train_accuracy': train_metrics['accuracy'],
+                   'test_loss': test_metrics['loss'],
+                   'test_accuracy': test_metrics['accuracy'],
+                   'test_examples': test_metrics['count']}
+        if config.tta and epoch == config.num_epochs:
+          summary.update(_tta_metrics(config, mesh, state, test_batches))
+        summary['elapsed'] = elapsed_before + time.time() - start_time
+        log.write(summary)
+        totals = jax.device_put(zero_totals(), replicated)
+        checkpoints.save(int(state.step), state, totals)
+        if epoch < config.num_epochs and stop.stop_now(sync_point=True):
+          raise stop.interrupted(_resume_hint(checkpoints, int(state.step)))
+  except interrupts.Interrupted:
+    checkpoints.close()
+    log.close()
+    raise
   checkpoints.close()
   log.close()
   return summary

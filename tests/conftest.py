@@ -1,21 +1,66 @@
-"""Shared fixtures: tiny synthetic IDX data, the real MNIST files, tiny configs."""
+"""Shared fixtures: tiny synthetic IDX data, the real MNIST files, tiny
+configs, one trained run for the tests that need a checkpoint, and the
+scripts run in-process."""
 
+import contextlib
+import dataclasses
+import io
+import logging
 import os
+import runpy
+import shutil
 import subprocess
 import sys
+import tempfile
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from absl import flags
 
+from mnist_jax import cli
 from mnist_jax import config as config_lib
 from mnist_jax import data as data_lib
+from mnist_jax import evaluate
 from mnist_jax import models
+from mnist_jax import parallel
+from mnist_jax import steps
 from mnist_jax import train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.path.join(REPO_ROOT, '..', 'shared', 'data', 'mnist')
+
+
+def with_xla_flags(*flags_to_add: str) -> dict[str, str]:
+  """An environment for a subprocess: this session's XLA_FLAGS plus
+  `flags_to_add`."""
+  return {'XLA_FLAGS': ' '.join(filter(None, [os.environ.get('XLA_FLAGS', ''),
+                                              *flags_to_add]))}
+
+
+def pytest_configure(config):
+  """XLA's persistent compilation cache, new for each session and shared
+  with the scripts the tests start: many tests compile the same programs (a
+  tiny model's initialisation, train step, eval step), each in seconds on a
+  2-core CPU. Set before anything is compiled (jax reads it once).
+
+  (XLA's --xla_backend_optimization_level=0 would compile 2-7 times faster,
+  but changes results: a tiny run's loss by 0.4% after 8 steps, and 8
+  devices no longer match one.)"""
+  del config
+  folder = tempfile.mkdtemp(prefix='mnist_jax_test_xla_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = folder
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  jax.config.update('jax_compilation_cache_dir', folder)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+
+
+def pytest_unconfigure(config):
+  del config
+  shutil.rmtree(os.environ.pop('JAX_COMPILATION_CACHE_DIR'), ignore_errors=True)
 
 
 def synthetic_digits(num_examples: int, seed: int = 0):
@@ -66,15 +111,172 @@ def tiny_config(data_dir, **overrides):
   return config
 
 
+# tiny_config as scripts/train.py flags (the rest of it is configs/default.py).
+TINY_FLAGS = ('--config.model_kwargs.widths=(8,16)',
+              '--config.model_kwargs.dense=32',
+              '--config.model_kwargs.dropout=0.1', '--config.batch_size=64',
+              '--config.eval_batch_size=64', '--config.num_epochs=2')
+
+
+def train_args(workdir, data_dir, *extra):
+  """scripts/train.py's flags for tiny_config(data_dir), then `extra`."""
+  return (f'--workdir={workdir}', f'--config.data_dir={data_dir}',
+          *TINY_FLAGS, *extra)
+
+
 def tiny_state_and_batch(data_dir, **overrides):
   """A tiny config's fresh train state and its first 64 training examples."""
   config = tiny_config(data_dir, **overrides)
   split = data_lib.load_split(config, 'train')
-  state = train.create_state_for_config(config, 8,
-                                   jax.random.PRNGKey(0))
+  state = train.create_state_for_config(config, 8, jax.random.PRNGKey(0))
   batch = {'image': jnp.asarray(split.images[:64]),
            'label': jnp.asarray(split.labels[:64])}
   return config, state, batch
+
+
+# Updates of global norm 1e-3: one step changes a model by a known amount.
+CLIPPED_SGD = optax.chain(optax.clip_by_global_norm(1e-3), optax.sgd(1.0))
+
+
+@pytest.fixture(scope='session')
+def mlp_state() -> steps.TrainState:
+  """A fresh 784-16-10 MLP with CLIPPED_SGD: the cheapest state to compile,
+  for tests of what the steps, batches and evaluation do with any model."""
+  return steps.create_train_state(models.MLP(hidden=16), CLIPPED_SGD,
+                                  jax.random.PRNGKey(0))
+
+
+# ---------------------------------------------------------- one trained run
+
+
+# conftest's trained run: tiny_config with these changes. 16 steps in all.
+TRAINED = {'num_epochs': 2, 'eval_batch_size': 999,  # rounded up on 8 devices
+           'keep_checkpoints': 1, 'log_every_steps': 2, 'tta': True}
+TRAINED_STEPS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  workdir: str  # checkpoints, metrics.jsonl, events, predictions.csv, eval.json
+  data_dir: str  # its data, moved since training (pass it as data_dir)
+  config: Any  # as trained, but for data_dir, which is where the data is now
+  summary: dict[str, Any]  # what train_and_evaluate returned
+  messages: list[str]  # absl's log lines while it trained
+
+
+@contextlib.contextmanager
+def absl_messages() -> Iterator[list[str]]:
+  """Yields the list of absl's INFO (and higher) messages logged inside."""
+  messages = []
+  handler = logging.Handler()
+  handler.emit = lambda record: messages.append(record.getMessage())
+  logger = logging.getLogger('absl')
+  level = logger.level
+  logger.setLevel(logging.INFO)
+  logger.addHandler(handler)
+  try:
+    yield messages
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory) -> TrainedRun:
+  """tiny_config changed by TRAINED, on synthetic data: two epochs of 8
+  steps, one checkpoint kept (of step 16), a progress line every 2 steps,
+  test-time views after the last epoch; then evaluated. Its data folder was
+  moved after training, so the one saved with the checkpoint is gone.
+  Read-only: copy it (`trained_copy`) to change anything."""
+  root = tmp_path_factory.mktemp('trained')
+  saved_dir = write_idx_folder(root / 'saved')
+  workdir = str(root / 'work')
+  with absl_messages() as messages:
+    summary = train.train_and_evaluate(tiny_config(saved_dir, **TRAINED),
+                                       workdir)
+  data_dir = str(root / 'idx')
+  os.rename(saved_dir, data_dir)
+  evaluate.evaluate_workdir(workdir, data_dir)
+  return TrainedRun(workdir, data_dir, tiny_config(data_dir, **TRAINED),
+                    summary, messages)
+
+
+@pytest.fixture
+def trained_copy(trained_run, tmp_path) -> str:
+  """A copy of the trained workdir that a test may change."""
+  return str(shutil.copytree(trained_run.workdir, tmp_path / 'run'))
+
+
+def trained_run_args(workdir, data_dir, *extra):
+  """scripts/train.py's flags for `trained_run`'s config (which resume a
+  copy of it)."""
+  return train_args(workdir, data_dir, *(f'--config.{key}={value}'
+                                         for key, value in TRAINED.items()),
+                    *extra)
+
+
+def latest_step_folder(workdir) -> str:
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  return os.path.join(checkpoints, str(max(
+      int(name) for name in os.listdir(checkpoints) if name.isdigit())))
+
+
+# ------------------------------------------------------------ the scripts
+
+
+class ScriptExit(Exception):
+  """cli.fail's message: what the script prints after 'error: '."""
+
+
+def _raise_script_exit(message: str, exit_code: int = 2):
+  del exit_code
+  raise ScriptExit(message)
+
+
+@contextlib.contextmanager
+def script_flags(script: str, *argv: str) -> Iterator[dict[str, Any]]:
+  """Defines scripts/SCRIPT's flags, with `argv` as its command line (which
+  ml_collections reads when it defines --config), for the `with` block only;
+  yields the script's globals. Inside, cli.fail raises ScriptExit instead of
+  exiting."""
+  path = os.path.join(REPO_ROOT, 'scripts', script)
+  before, was_parsed = set(flags.FLAGS), flags.FLAGS.is_parsed()
+  saved_argv, saved_fail = sys.argv, cli.fail
+  sys.argv, cli.fail = [path, *argv], _raise_script_exit
+  cli._definition_errors.clear()  # pylint: disable=protected-access
+  try:
+    # The module's name is its path, as absl names a __main__ module, so
+    # that its flags are the key flags cli.flag_message looks up.
+    yield runpy.run_path(path, run_name=path)
+  finally:
+    for name in set(flags.FLAGS) - before:
+      delattr(flags.FLAGS, name)
+    if not was_parsed:
+      flags.FLAGS.unparse_flags()
+    sys.argv, cli.fail = saved_argv, saved_fail
+    cli._definition_errors.clear()  # pylint: disable=protected-access
+
+
+def run_in_process(script: str, *argv: str) -> tuple[str | None, str]:
+  """Runs scripts/SCRIPT with `argv` in this process as `cli.run` would, and
+  returns (error, stdout): `error` is the line the script would print after
+  'error: ' before exiting with code 2, None if it succeeded.
+
+  tests/test_scripts.py checks the real exit, once per script, in a
+  subprocess.
+  """
+  stdout = io.StringIO()
+  with script_flags(script, *argv) as script_globals:
+    try:
+      with contextlib.redirect_stdout(stdout):
+        remaining = cli._parse_flags(sys.argv)  # pylint: disable=protected-access
+        parallel.maybe_initialize_distributed()
+        script_globals['main'](remaining)
+    except ScriptExit as e:
+      return str(e), stdout.getvalue()
+    except cli.INPUT_ERRORS as e:
+      return cli.flag_message(str(e) or type(e).__name__), stdout.getvalue()
+  return None, stdout.getvalue()
 
 
 def run_script(script, *args, env=None, timeout=600):
@@ -97,13 +299,19 @@ def assert_one_line_error(result, *fragments):
     assert fragment in errors[0], errors[0]
 
 
-def snapshot(folder) -> dict[str, tuple[int, bytes] | None]:
-  """Every entry under `folder`: files with mtime and bytes, folders as None."""
+def snapshot(folder, ignore=('.lock',)) -> dict[str, tuple[int, bytes] | None]:
+  """Every entry under `folder`: files with mtime and bytes, folders as None.
+
+  `ignore`: names left out; a workdir's .lock file names whoever last took
+  the lock (mnist_jax/workdir.py), which is not a result.
+  """
   entries = {}
   for root, dirs, names in os.walk(folder):
     for name in dirs:
       entries[os.path.relpath(os.path.join(root, name), folder)] = None
     for name in names:
+      if name in ignore:
+        continue
       path = os.path.join(root, name)
       with open(path, 'rb') as f:
         entries[os.path.relpath(path, folder)] = (os.stat(path).st_mtime_ns,

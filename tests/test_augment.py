@@ -10,7 +10,9 @@ import pytest
 import scipy.ndimage
 
 from mnist_jax import augment
+from mnist_jax import steps
 
+from conftest import tiny_config
 
 def _digit_like_image():
   image = np.zeros((28, 28, 1), np.float32)
@@ -41,6 +43,7 @@ def test_whole_pixel_shift_moves_content():
   np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
+@pytest.mark.slow  # compiles the random draws op by op
 def test_random_affine_draws_different_transforms_within_bounds():
   images = jnp.repeat(_digit_like_image()[None], 16, axis=0)
   out = augment.random_warp(images, jax.random.PRNGKey(0), augment.Augmentation(
@@ -75,6 +78,7 @@ def test_constant_displacement_is_a_shift():
   np.testing.assert_allclose(out, shifted, atol=1e-6)
 
 
+@pytest.mark.slow  # compiles the random draws op by op
 def test_elastic_displacement_is_smooth_and_scales_with_alpha():
   rng = jax.random.PRNGKey(0)
   field = np.asarray(augment.random_elastic_displacement(rng, 64, 28, 28, 1.0, 4.0))
@@ -88,6 +92,7 @@ def test_elastic_displacement_is_smooth_and_scales_with_alpha():
   assert np.abs(np.diff(np.asarray(rough), axis=-1)).mean() > 0.5 * np.abs(rough).mean()
 
 
+@pytest.mark.slow  # compiles the random draws op by op
 def test_random_warp_with_elastic_distortion_keeps_the_digit():
   images = jnp.repeat(_digit_like_image()[None], 16, axis=0)
   rng = jax.random.PRNGKey(0)
@@ -112,3 +117,38 @@ def test_elastic_key_leaves_the_affine_draws_unchanged():
   np.testing.assert_array_equal(
       jax.random.key_data(jax.random.split(key, 4)[:3]),
       jax.random.key_data(jax.random.split(key, 3)))
+
+
+def test_random_shift_moves_content_within_bounds():
+  image = jnp.zeros((1, 28, 28, 1)).at[0, 10, 10, 0].set(1.0)
+  images = jnp.repeat(image, 64, axis=0)
+  shifted = augment.random_shift(images, jax.random.PRNGKey(0), max_shift=2)
+  rows, cols = np.nonzero(np.asarray(shifted[..., 0]).sum(0))
+  assert shifted.shape == images.shape
+  assert rows.min() >= 8 and rows.max() <= 12
+  assert cols.min() >= 8 and cols.max() <= 12
+  assert len(set(zip(rows, cols))) > 10  # many different shifts were drawn
+  np.testing.assert_allclose(np.asarray(shifted).sum(axis=(1, 2, 3)), 1.0)
+
+
+def test_augmentation_from_config_reads_every_setting():
+  config = tiny_config('', max_shift=1, max_rotation=5.0, max_scale=0.1,
+                       elastic_alpha=8.0, elastic_sigma=3.0)
+  assert augment.Augmentation.from_config(config) == augment.Augmentation(
+      max_shift=1, max_rotation=5.0, max_scale=0.1, elastic_alpha=8.0,
+      elastic_sigma=3.0)
+
+
+def test_elastic_distortion_reaches_the_train_step(mlp_state):
+  """The train step's program (lowered, not compiled) changes with the
+  distortion's settings, and only with them."""
+  images = jnp.repeat(_digit_like_image()[None], 8, axis=0)
+  batch = {'image': images, 'label': jnp.arange(8) % 10}
+  step = jax.jit(steps.train_step, static_argnames='augmentation')
+  program = lambda **settings: step.lower(
+      mlp_state, batch, augmentation=augment.Augmentation(**settings)).as_text()
+  rotation = program(max_rotation=5.0)
+  assert rotation == program(max_rotation=5.0)
+  elastic = program(max_rotation=5.0, elastic_alpha=8.0)
+  assert elastic != rotation
+  assert elastic != program(max_rotation=5.0, elastic_alpha=16.0)

@@ -44,3 +44,19 @@ def test_the_umask_is_read_without_changing_it():
     assert io_utils._read_umask() == 0o027
   finally:
     os.umask(before)
+
+
+def test_output_paths_are_checked_before_anything_is_written(tmp_path):
+  (tmp_path / 'b.json').mkdir()
+  assert io_utils.check_output_paths(str(tmp_path), ['a.csv']) == [
+      str(tmp_path / 'a.csv')]
+  with pytest.raises(IsADirectoryError, match="^workdir '.*/b.json' is a "
+                     'directory, not a file name$'):
+    io_utils.check_output_paths(str(tmp_path), ['a.csv', 'b.json'])
+  assert os.listdir(tmp_path) == ['b.json']
+
+
+def test_an_output_path_gets_its_folder(tmp_path):
+  path = str(tmp_path / 'new' / 'f.json')
+  assert io_utils.ensure_writable_file_path(path, 'out') == path
+  assert os.path.isdir(tmp_path / 'new')

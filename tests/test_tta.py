@@ -1,20 +1,21 @@
 """Test-time augmentation: the views, their average, and the steps that use it."""
 
+import csv
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from mnist_jax import config as config_checks
-from mnist_jax import data as data_lib
-from mnist_jax import evaluate
+from mnist_jax import config as config_lib
 from mnist_jax import metrics_log
 from mnist_jax import steps
-from mnist_jax import train
 from mnist_jax import tta
 
-from conftest import synthetic_digits, tiny_config, tiny_state_and_batch
+from conftest import synthetic_digits
 
 
 def _images(n=8):
@@ -25,8 +26,8 @@ def _images(n=8):
 def test_config_views():
   config = ml_collections.ConfigDict
   assert tta.config_views(config({'tta': False})) == tta.IDENTITY == (tta.View(),)
-  # A checkpoint from before the key, read through config_checks.
-  old = config_checks.with_later_keys(config({'seed': 0}))
+  # A checkpoint from before the key, read through with_later_keys.
+  old = config_lib.with_later_keys(config({'seed': 0}))
   assert tta.config_views(old) == tta.IDENTITY
   views = tta.config_views(config({'tta': True}))
   assert len(views) == len(set(views)) == 9 and views[0] == tta.View()
@@ -69,42 +70,45 @@ def test_one_view_gives_the_logits_and_several_average_log_probabilities():
   assert not np.allclose(averaged, jax.nn.log_softmax(logits_fn(images)), atol=1e-3)
 
 
-def test_eval_and_predict_steps_use_the_views(tiny_idx_dir):
-  _, state, batch = tiny_state_and_batch(tiny_idx_dir)
-  batch['mask'] = jnp.ones(64)
-  images = steps.to_float(batch['image'])
+@pytest.mark.slow  # compiles nine warped views
+def test_eval_and_predict_steps_use_the_views(mlp_state):
+  state = mlp_state
+  images, labels = synthetic_digits(16)
+  batch = {'image': jnp.asarray(images[..., None]), 'label': jnp.asarray(labels)}
   variables = steps.inference_variables(state)
-  averaged = tta.averaged_logits(lambda x: state.apply_fn(variables, x), images,
-                                 tta.VIEWS)
-  metrics = steps.eval_step(state, batch, tta.VIEWS)
+  averaged = tta.averaged_logits(lambda x: state.apply_fn(variables, x),
+                                 steps.to_float(batch['image']), tta.VIEWS)
+  metrics = jax.jit(steps.eval_step, static_argnames='views')(
+      state, batch, views=tta.VIEWS)
   assert float(metrics['loss_sum']) == pytest.approx(
       float(steps.cross_entropy(averaged, batch['label']).sum()), rel=1e-5)
   assert int(metrics['correct']) == int(
       jnp.sum(jnp.argmax(averaged, -1) == batch['label']))
 
-  plain = steps.predict_step(state, batch['image'])
-  viewed = steps.predict_step(state, batch['image'], tta.VIEWS)
+  predict = jax.jit(steps.predict_step, static_argnames='views')
+  plain = predict(state, batch['image'])
+  viewed = predict(state, batch['image'], views=tta.VIEWS)
   np.testing.assert_allclose(viewed['probabilities'], jax.nn.softmax(averaged),
                              rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(viewed['probabilities'].sum(-1), 1.0, atol=1e-5)
   np.testing.assert_array_equal(viewed['features'], plain['features'])
 
 
-def test_training_logs_the_views_after_the_last_epoch_only(tiny_idx_dir, tmp_path):
-  config = tiny_config(tiny_idx_dir, tta=True)
-  summary = train.train_and_evaluate(config, str(tmp_path))
-  records = metrics_log.read_metrics(str(tmp_path))
+@pytest.mark.slow
+def test_training_logs_the_views_after_the_last_epoch_only(trained_run):
+  """And evaluation takes them from the checkpoint's config."""
+  summary = trained_run.summary
+  records = metrics_log.read_metrics(trained_run.workdir)
   assert [r['epoch'] for r in records] == [1, 2]
   assert 'test_accuracy_tta' not in records[0]
-  assert records[1] == summary
   assert summary['test_loss_tta'] != summary['test_loss']
-  # The same figure as predicting the views from the saved checkpoint.
-  config, state = evaluate.restore_trained_state(str(tmp_path))
-  split = data_lib.load_split(config, 'test')
-  probabilities = evaluate.predict(state, split, 64, tta.config_views(config))[
-      'probabilities']
-  assert summary['test_accuracy_tta'] == pytest.approx(
-      np.mean(probabilities.argmax(-1) == split.labels), abs=1e-9)
-  label_probabilities = probabilities[np.arange(len(split)), split.labels]
+  with open(os.path.join(trained_run.workdir, 'eval.json')) as f:
+    evaluation = json.load(f)
+  assert evaluation['tta'] is True
+  assert evaluation['accuracy'] == pytest.approx(summary['test_accuracy_tta'],
+                                                 abs=1e-9)
+  with open(os.path.join(trained_run.workdir, 'predictions.csv')) as f:
+    rows = list(csv.DictReader(f))
+  label_probabilities = [float(row[f'prob_{row["label"]}']) for row in rows]
   assert summary['test_loss_tta'] == pytest.approx(
       -np.mean(np.log(label_probabilities)), rel=1e-4)
