@@ -31,7 +31,7 @@ def test_evaluate_reproduces_training_accuracy(trained_run):
   assert [int(row['index']) for row in rows] == list(range(200))
   wrong = sum(row['label'] != row['prediction'] for row in rows)
   assert wrong == evaluation['num_misclassified']
-  assert evaluation['accuracy'] == 1 - wrong / 200
+  assert evaluation['accuracy'] == pytest.approx(1 - wrong / 200, abs=1e-12)
 
 
 def test_eval_summary_hand_example():

