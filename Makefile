@@ -22,7 +22,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-# The whole suite (what CI runs), then the unit tests alone (under a minute).
+# The whole suite (what CI runs; under 5 minutes on 2 CPU cores, on two
+# pytest-xdist workers: pyproject.toml), then the unit tests alone (under a
+# minute).
 test: setup
 	$(BIN)/python -m pytest
 

@@ -11,7 +11,16 @@ The pieces a notebook needs:
 `batch` is {'image': uint8 [B, 28, 28, 1] or float in [0, 1], 'label': int
 [B]}. `train_and_evaluate(config, workdir)` is the whole training run that
 scripts/train.py calls; `default_config()` has every key it reads.
+
+Importing the package routes XLA:CPU's convolutions to XLA's own kernels
+(mnist_jax/xla_cpu.py): import it before the first JAX computation.
 """
+
+from mnist_jax import xla_cpu
+
+xla_cpu.prefer_xla_convolutions()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 
 from mnist_jax.config import default_config
 from mnist_jax.data import Split, load_idx_split, load_split

@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import sys
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -21,7 +21,9 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 import jax
+from ml_collections import config_dict
 from ml_collections import config_flags
+from ml_collections.config_flags import config_path
 
 from mnist_jax import parallel
 
@@ -45,7 +47,7 @@ def define_config_flag(default: str = 'default.py') -> flags.FlagHolder | None:
   # Without --config on the command line, ml_collections loads the default
   # file and applies --config.KEY overrides here, before flags are parsed.
   except Exception as e:  # pylint: disable=broad-exception-caught
-    _definition_errors.append(f'--config={default_path}: {innermost_line(e)}')
+    _definition_errors.append(_config_error(default_path, sys.argv, e))
     return None
   # Listed by the script's --help (absl names the main module by argv[0]).
   flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS['config'])
@@ -73,13 +75,68 @@ def fail(message: str, exit_code: int = 2) -> NoReturn:
   os._exit(exit_code)  # pylint: disable=protected-access
 
 
-def _check_config_loaded(name: str) -> None:
-  """ml_collections defers a config file's load error until first use."""
+def _config_problem(config: Any) -> str | None:
+  """Why `config`, what a config file's get_config() returned, is no
+  ConfigDict; None if it is one."""
+  if isinstance(config, config_dict.ConfigDict):
+    return None
   try:
-    flags.FLAGS[name].value.keys()
+    # ml_collections defers the error (an OSError) of a file that did not
+    # load to the first attribute read of the object it returns instead.
+    getattr(config, 'keys', None)
   except Exception as e:  # pylint: disable=broad-exception-caught
+    return innermost_line(e)
+  return f'get_config() returned {type(config).__name__}, not a ConfigDict'
+
+
+def _check_config_loaded(name: str) -> None:
+  problem = _config_problem(flags.FLAGS[name].value)
+  if problem:
     path = config_flags.get_config_filename(flags.FLAGS[name])
-    fail(f'--{name}={path}: {innermost_line(e)}')
+    fail(f'--{name}={path}: {problem}')
+
+
+def _config_args(argv: list[str]) -> tuple[str | None, list[str]]:
+  """The last `--config` value in argv (None if none) and the KEYs of its
+  `--config.KEY` overrides, --flagfile contents included (as ml_collections
+  reads them)."""
+  try:
+    argv = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)
+  except flags.Error:
+    pass  # absl reports it
+  path, keys = None, []
+  for arg, after in zip(argv, [*argv[1:], None]):
+    if match := re.fullmatch(r'--?config(?:=(.*))?', arg, re.DOTALL):
+      path = match[1] if match[1] is not None else after
+    elif match := re.match(r'--?(?:no)?config\.([^=]+)', arg):
+      keys.append(match[1])
+  return path, keys
+
+
+def _load_config(path: str) -> Any:
+  """get_config()'s result for `path`, loaded anew without overrides."""
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', path, flag_values=flag_values,
+                                  lock_config=False, sys_argv=['load'])
+  return flag_values['config'].value
+
+
+def _config_error(path: str, argv: list[str], error: Exception) -> str:
+  """`error`, raised while ml_collections loaded config file `path` with
+  argv's overrides, as one line naming the file or the override's flag."""
+  try:
+    config = _load_config(path)
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    return f'--config={path}: {innermost_line(e)}'
+  problem = _config_problem(config)
+  if problem:
+    return f'--config={path}: {problem}'
+  for key in _config_args(argv)[1]:
+    try:
+      config_path.get_value(key, config)
+    except (KeyError, AttributeError, IndexError, ValueError):
+      return f'--config.{key}: {path} has no such key'
+  return f'--config={path}: {innermost_line(error)}'
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -92,8 +149,11 @@ def _parse_flags(argv: list[str]) -> list[str]:
     fail(lines[0] if len(lines) == 1 else
          f'{lines[0].split(": ", 1)[0]}: {innermost_line(e)}')
   except Exception as e:  # pylint: disable=broad-exception-caught
-    # ml_collections raises an override of a missing key unwrapped.
-    fail(innermost_line(e))
+    # ml_collections raises unwrapped what fails as it loads a --config file
+    # and looks up its overrides' keys.
+    path = _config_args(argv)[0]
+    fail(_config_error(path, argv, e) if path is not None else
+         innermost_line(e))
   if 'config' in flags.FLAGS:
     _check_config_loaded('config')
   if len(remaining) > 1:

@@ -55,28 +55,6 @@ def space_to_depth(x: jnp.ndarray) -> jnp.ndarray:
 
 
 DOWNSAMPLINGS = ('max_pool', 'space_to_depth')
-INIT_GENERATORS = ('threefry', 'rbg')
-
-
-def rbg_initializer(initializer: nn.initializers.Initializer
-                    ) -> nn.initializers.Initializer:
-  """`initializer` drawing its random bits with XLA's RngBitGenerator.
-
-  Keyed by the (threefry) key flax hands it, so the seed still fixes every
-  weight, from the same distribution but not the same draws. XLA:CPU
-  compiles each threefry draw (20 unrolled rounds) in about a second, most
-  of a small model's initialisation; an RngBitGenerator draw is one op.
-  """
-
-  def init(key, shape, dtype=jnp.float32):
-    bits = jax.random.key_data(key)
-    rbg_key = jax.random.wrap_key_data(jnp.concatenate([bits, bits]),
-                                       impl='rbg')
-    return initializer(rbg_key, shape, dtype)
-
-  return init
-
-
 def _require_kwarg(condition: bool, name: str, message: str) -> None:
   if not condition:
     raise ValueError(f'config.model_kwargs.{name}: {message}')
@@ -130,35 +108,21 @@ class ConvNet(nn.Module):
     convolutions read four times the previous stage's channels: on XLA:CPU a
     convolution with 128 input channels runs at 1.7x the FLOP rate of one
     with 32 (docs/performance.md).
-
-  `input_space_to_depth` starts with a `space_to_depth` of the image, so the
-  first convolution reads its 2x2 patches at 14x14: a quarter of the
-  full-resolution work and memory traffic that dominate a small CNN's step
-  on a CPU (docs/performance.md). `init_generator='rbg'` draws the weights
-  with `rbg_initializer`, which compiles in a third of the time.
   """
   widths: Sequence[int] = (32, 64)
   convs_per_stage: int | Sequence[int] = 2
   dense: int = 256
   dropout: float = 0.25
   downsample: str = 'max_pool'
-  input_space_to_depth: bool = False
-  init_generator: str = 'threefry'
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
     space_to_depth_stages = self.downsample == 'space_to_depth'
-    # Only an 'rbg' model passes an initializer, so that every other one
-    # draws its weights exactly as before the option existed.
-    init = ({'kernel_init': rbg_initializer(nn.initializers.lecun_normal())}
-            if self.init_generator == 'rbg' else {})
-    if self.input_space_to_depth:
-      x = space_to_depth(x)
     for width, num_convs in zip(self.widths, self.stage_conv_counts):
       if space_to_depth_stages:
         x = space_to_depth(x)
       for _ in range(num_convs):
-        x = nn.Conv(width, (3, 3), use_bias=False, **init)(x)
+        x = nn.Conv(width, (3, 3), use_bias=False)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         x = nn.relu(x)
       if not space_to_depth_stages:
@@ -166,9 +130,9 @@ class ConvNet(nn.Module):
     if space_to_depth_stages:
       x = max_pool_2x2_ceil(x)
     x = x.reshape(x.shape[0], -1)
-    features = nn.relu(nn.Dense(self.dense, **init)(x))
+    features = nn.relu(nn.Dense(self.dense)(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(features)
-    logits = nn.Dense(NUM_CLASSES, **init)(x)
+    logits = nn.Dense(NUM_CLASSES)(x)
     return (logits, features) if return_features else logits
 
   def __post_init__(self):
@@ -186,12 +150,6 @@ class ConvNet(nn.Module):
     _require_kwarg(self.downsample in DOWNSAMPLINGS, 'downsample',
                    f'unknown {self.downsample!r}; choose one of '
                    f'{", ".join(DOWNSAMPLINGS)}')
-    _require_kwarg(isinstance(self.input_space_to_depth, bool),
-                   'input_space_to_depth', 'must be true or false, got '
-                   f'{self.input_space_to_depth!r}')
-    _require_kwarg(self.init_generator in INIT_GENERATORS, 'init_generator',
-                   f'unknown {self.init_generator!r}; choose one of '
-                   f'{", ".join(INIT_GENERATORS)}')
     super().__post_init__()
 
   @property

@@ -90,7 +90,8 @@ def make_eval_fn(mesh: jax.sharding.Mesh,
 
 def evaluate(eval_fn, state: TrainState, batches: Batch) -> dict[str, float]:
   """Loss, accuracy and count over every (unmasked) example of `batches`."""
-  totals = zero_totals()
+  # Placed like the totals eval_fn returns, so that it compiles once.
+  totals = jax.device_put(zero_totals(), state.step.sharding)
   for i in range(batches_lib.num_batches(batches)):
     totals = eval_fn(state, totals, batches, i)
   return summarize(totals)
@@ -118,9 +119,10 @@ def create_state_for_config(config: ml_collections.ConfigDict,
 # ------------------------------------------------------------------- the loop
 
 
-@jax.jit
-def _all_finite(tree: Any) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+def _all_finite(tree: Any) -> bool:
+  """Checked on the host, at sync points only: a jitted check of every leaf
+  would cost a second's compilation on a CPU."""
+  return all(np.isfinite(leaf).all() for leaf in jax.device_get(jax.tree.leaves(tree)))
 
 
 def _check_training(state: TrainState, totals: Metrics,
@@ -133,8 +135,7 @@ def _check_training(state: TrainState, totals: Metrics,
   mean_loss = summarize(totals)['loss']
   if bad_step >= 0:
     problem = f'non-finite training loss at step {bad_step + 1}'
-  elif not bool(jax.device_get(_all_finite(
-      (state.params, state.batch_stats, state.ema)))):
+  elif not _all_finite((state.params, state.batch_stats, state.ema)):
     problem = f'non-finite weights or statistics by step {int(state.step)}'
   elif config.divergence_loss and mean_loss > config.divergence_loss:
     problem = (f'training diverged: mean train loss {mean_loss:.3g} in this '
@@ -162,7 +163,7 @@ class _Progress:
                learning_rate: Callable[[int], Any]):
     self._log, self.every = log, every
     self._total_steps, self._batch_size = total_steps, batch_size
-    self._learning_rate = learning_rate
+    self._learning_rate = jax.jit(learning_rate)  # eagerly: many compiles
     self._clock: tuple[int, float] | None = None  # (step, time) once compiled
     self._window = (0.0, 0)  # epoch's loss_sum and count at the last line
 

@@ -1,18 +1,25 @@
 """Shared fixtures: tiny synthetic IDX data, the real MNIST files, tiny
 configs, one trained run for the tests that need a checkpoint, and the
-scripts run in-process."""
+scripts run in-process.
+
+`make test` runs on two pytest-xdist workers (pyproject.toml): a session
+fixture that trains is made once for both (`once_per_session`), and the
+heaviest tests start first (`pytest_collection_modifyitems`)."""
 
 import contextlib
 import dataclasses
+import fcntl
 import io
+import json
 import logging
 import os
+import pathlib
 import runpy
 import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -41,26 +48,81 @@ def with_xla_flags(*flags_to_add: str) -> dict[str, str]:
                                               *flags_to_add]))}
 
 
+_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
+_made_cache_folders: list[str] = []
+
+
 def pytest_configure(config):
-  """XLA's persistent compilation cache, new for each session and shared
-  with the scripts the tests start: many tests compile the same programs (a
-  tiny model's initialisation, train step, eval step), each in seconds on a
-  2-core CPU. Set before anything is compiled (jax reads it once).
+  """XLA's persistent compilation cache, shared by this session's processes
+  (its pytest-xdist workers, the scripts the tests start), new for each
+  session unless JAX_COMPILATION_CACHE_DIR names one: many tests compile the
+  same programs (a tiny model's initialisation, train step, eval step), each
+  in seconds on a 2-core CPU. Set before anything is compiled (jax reads it
+  once).
 
   (XLA's --xla_backend_optimization_level=0 would compile 2-7 times faster,
   but changes results: a tiny run's loss by 0.4% after 8 steps, and 8
   devices no longer match one.)"""
   del config
-  folder = tempfile.mkdtemp(prefix='mnist_jax_test_xla_cache_')
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = folder
+  if _CACHE_ENV not in os.environ:
+    _made_cache_folders.append(
+        tempfile.mkdtemp(prefix='mnist_jax_test_xla_cache_'))
+    os.environ[_CACHE_ENV] = _made_cache_folders[0]
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
-  jax.config.update('jax_compilation_cache_dir', folder)
+  jax.config.update('jax_compilation_cache_dir', os.environ[_CACHE_ENV])
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 
 
 def pytest_unconfigure(config):
   del config
-  shutil.rmtree(os.environ.pop('JAX_COMPILATION_CACHE_DIR'), ignore_errors=True)
+  while _made_cache_folders:
+    shutil.rmtree(_made_cache_folders.pop(), ignore_errors=True)
+    del os.environ[_CACHE_ENV]
+
+
+# The tests that take longest (tens of seconds each on 2 CPU cores), longest
+# first. On pytest-xdist's workers they start before all others, which then
+# even out the workers' ends; a single process keeps the files' order.
+HEAVIEST_FIRST = (
+    'test_parallel.py::test_two_processes_of_four_devices_train_as_one_device',
+    'test_reliability.py::test_sigint_sigterm_and_a_full_disk_lose_nothing',
+    'test_train.py::test_sigkill_mid_epoch_then_resume_matches_uninterrupted',
+    'test_scripts.py::test_fast_config_reaches_99_percent_on_all_test_images',
+    'test_data.py::test_tfds_offline_manual_dir',
+    'test_scripts.py::test_evaluate_and_outliers_agree_with_training',
+    'test_readme.py::test_readme_example_runs',
+)
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  if not os.environ.get('PYTEST_XDIST_WORKER'):
+    return
+  def rank(item):
+    name = item.nodeid.rsplit('/', 1)[-1]
+    return (HEAVIEST_FIRST.index(name) if name in HEAVIEST_FIRST
+            else len(HEAVIEST_FIRST))
+  items.sort(key=rank)  # stable: the rest keep their order
+
+
+def once_per_session(tmp_path_factory, name: str,
+                     make: Callable[[pathlib.Path], Any]) -> tuple[pathlib.Path, Any]:
+  """(folder, result): `make(folder)` run in a new folder NAME of this
+  session's temporary folder, by whichever of the session's processes (its
+  pytest-xdist workers) asks first; the others wait for it (a file lock)
+  and read its result, which must be JSON."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    base = base.parent  # the workers' basetemps are popen-gwN in the session's
+  folder, result_path = base / name, base / f'{name}.json'
+  with open(base / f'{name}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released as the file closes
+    if not result_path.exists():
+      shutil.rmtree(folder, ignore_errors=True)  # left by a failed `make`
+      folder.mkdir()
+      result_path.with_suffix('.tmp').write_text(json.dumps(make(folder)))
+      result_path.with_suffix('.tmp').rename(result_path)
+    return folder, json.loads(result_path.read_text())
 
 
 def synthetic_digits(num_examples: int, seed: int = 0):
@@ -181,24 +243,29 @@ def absl_messages() -> Iterator[list[str]]:
     logger.setLevel(level)
 
 
+def _train_once(root: pathlib.Path) -> dict[str, Any]:
+  saved_dir = write_idx_folder(root / 'saved')
+  with absl_messages() as messages:
+    summary = train.train_and_evaluate(tiny_config(saved_dir, **TRAINED),
+                                       str(root / 'work'))
+  os.rename(saved_dir, root / 'idx')
+  evaluate.evaluate_workdir(str(root / 'work'), str(root / 'idx'))
+  return {'summary': summary, 'messages': messages}
+
+
 @pytest.fixture(scope='session')
 def trained_run(tmp_path_factory) -> TrainedRun:
   """tiny_config changed by TRAINED, on synthetic data: two epochs of 8
   steps, one checkpoint kept (of step 16), a progress line every 2 steps,
   test-time views after the last epoch; then evaluated. Its data folder was
   moved after training, so the one saved with the checkpoint is gone.
-  Read-only: copy it (`trained_copy`) to change anything."""
-  root = tmp_path_factory.mktemp('trained')
-  saved_dir = write_idx_folder(root / 'saved')
-  workdir = str(root / 'work')
-  with absl_messages() as messages:
-    summary = train.train_and_evaluate(tiny_config(saved_dir, **TRAINED),
-                                       workdir)
+  Trained once per session (for every pytest-xdist worker). Read-only:
+  copy it (`trained_copy`) to change anything."""
+  root, result = once_per_session(tmp_path_factory, 'trained', _train_once)
   data_dir = str(root / 'idx')
-  os.rename(saved_dir, data_dir)
-  evaluate.evaluate_workdir(workdir, data_dir)
-  return TrainedRun(workdir, data_dir, tiny_config(data_dir, **TRAINED),
-                    summary, messages)
+  return TrainedRun(str(root / 'work'), data_dir,
+                    tiny_config(data_dir, **TRAINED), result['summary'],
+                    result['messages'])
 
 
 @pytest.fixture
@@ -213,6 +280,42 @@ def trained_run_args(workdir, data_dir, *extra):
   return train_args(workdir, data_dir, *(f'--config.{key}={value}'
                                          for key, value in TRAINED.items()),
                     *extra)
+
+
+# ------------------------------------------- one run that others stop, resume
+
+
+# What tests stop (kill -9, SIGINT, SIGTERM, a full disk) and resume: three
+# epochs of 16 steps (1024 synthetic training images in batches of 64, 100
+# test images), the newest three checkpoints kept, a moving average of the
+# weights. tiny_config changed by STOPPED, or train_args and STOPPED_FLAGS.
+STOPPED = {'num_epochs': 3, 'keep_checkpoints': 3, 'ema_decay': 0.9}
+STOPPED_FLAGS = tuple(f'--config.{key}={value}' for key, value in STOPPED.items())
+STOPPED_STEPS_PER_EPOCH = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class UninterruptedRun:
+  workdir: str  # checkpoints of the epochs' ends, metrics.jsonl
+  data_dir: str
+  config: Any  # tiny_config(data_dir, **STOPPED)
+
+
+def _train_uninterrupted(root: pathlib.Path) -> None:
+  data_dir = write_idx_folder(root / 'idx', num_train=1024, num_test=100)
+  train.train_and_evaluate(tiny_config(data_dir, **STOPPED), str(root / 'work'))
+
+
+@pytest.fixture(scope='session')
+def uninterrupted_run(tmp_path_factory) -> UninterruptedRun:
+  """The STOPPED run trained without a stop, in this process (once per
+  session): the records that each stopped and resumed run must end with.
+  Read-only."""
+  root, _ = once_per_session(tmp_path_factory, 'uninterrupted',
+                             _train_uninterrupted)
+  data_dir = str(root / 'idx')
+  return UninterruptedRun(str(root / 'work'), data_dir,
+                          tiny_config(data_dir, **STOPPED))
 
 
 def latest_step_folder(workdir) -> str:

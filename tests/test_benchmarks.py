@@ -15,6 +15,7 @@ import pytest
 import op_profile
 import suite
 import timing
+from mnist_jax import models
 
 from conftest import synthetic_digits, tiny_config, write_idx_folder
 
@@ -199,7 +200,6 @@ def _digits(num_examples, seed):
 def test_peer_networks_match_the_projects():
   import peers.torch_cnn_step as cnn_step  # pylint: disable=g-import-not-at-top
   import peers.torch_fast_mnist as fast_mnist  # pylint: disable=g-import-not-at-top
-  from mnist_jax import models  # pylint: disable=g-import-not-at-top
   variables = models.CNN().init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
   project = {'/'.join(k.key for k in path): leaf.size for path, leaf
              in jax.tree_util.tree_leaves_with_path(variables['params'])}

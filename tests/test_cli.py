@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import shutil
+import sys
 from typing import Callable
 
 import numpy as np
@@ -227,30 +228,27 @@ TENTHS = ','.join(['0.1'] * 10)
 
 
 def _config_file(name, text):
-  """Writes {tmp}/NAME.py (ml_collections imports it as a module named after
-  the file, so each file of this process needs its own name)."""
-  return _write('tmp', f'{name}.py', text)
+  """Writes {tmp}/NAME.py. ml_collections loads every --config file as the
+  same module, config_config, executing it into the module object an earlier
+  file of this process left in sys.modules (a file without get_config would
+  get that file's): drop it first, as a new process would start."""
+  write = _write('tmp', f'{name}.py', text)
+
+  def damage(inputs):
+    sys.modules.pop('config_config', None)
+    write(inputs)
+  return damage
 
 
-# name: (text, the reason the error line gives, True if it fails with an override too)
+# name: (text, the reason the error line gives)
 CONFIG_FILES = {
     'syntax': ('def get_config(:\n', 'invalid syntax'),
     'no_get_config': ('x = 1\n', "has no attribute 'get_config'"),
-    'returns_int': ('def get_config():\n  return 3\n', 'int'),
+    'returns_int': ('def get_config():\n  return 3\n',
+                    'get_config() returned int, not a ConfigDict'),
     'raises': ('def get_config():\n  raise ValueError("bad width")\n',
                'bad width'),
 }
-
-UNNAMED_CONFIG = pytest.mark.xfail(strict=True, reason=(
-    'library: cli.py words the error of a config file that does not load '
-    'without --config=PATH when ml_collections raises it unwrapped (while '
-    'parsing flags)'))
-UNNAMED_CONFIG_CASES = {('syntax', ''), ('syntax', ' --config.batch_size=8'),
-                        ('no_get_config', ''),
-                        ('no_get_config', ' --config.batch_size=8'),
-                        ('returns_int', ' --config.batch_size=8'),
-                        ('missing', ' --config.batch_size=8')}
-
 
 DEFAULT_CONFIG_WITHOUT = """from mnist_jax import config as config_lib
 
@@ -298,10 +296,6 @@ CONFIG_VALUES = [
     ('model_kwargs.convs_per_stage', '-1', 'must be positive integers, got -1'),
 ]
 
-UNKNOWN_KEY = pytest.mark.xfail(strict=True, reason=(
-    'library: cli words an override of a key the config lacks as a repr of '
-    "ml_collections' KeyError, without the flag"))
-
 CASES = [
     # ------------------------------------------------- train.py: the config
     *(case('train.py', f'--workdir={{work}} --config.num_epochs=2 '
@@ -336,14 +330,12 @@ CASES = [
     # ------------------------------------ train.py: config files, overrides
     *(case('train.py', f'--workdir={{work}} --config={{tmp}}/{name}.py{extra}',
            f'--config={{tmp}}/{name}.py', reason,
-           damage=_config_file(name, text), id=f'config-file-{name}{extra}',
-           marks=[UNNAMED_CONFIG] * ((name, extra) in UNNAMED_CONFIG_CASES))
+           damage=_config_file(name, text), id=f'config-file-{name}{extra}')
       for name, (text, reason) in CONFIG_FILES.items()
       for extra in ('', ' --config.batch_size=8')),
     *(case('train.py', f'--workdir={{work}} --config=configs/nope.py{extra}',
            '--config=configs/nope.py: ', 'No such file',
-           id=f'config-file-missing{extra}',
-           marks=[UNNAMED_CONFIG] * (('missing', extra) in UNNAMED_CONFIG_CASES))
+           id=f'config-file-missing{extra}')
       for extra in ('', ' --config.batch_size=8')),
     case('train.py', '--workdir={work} --config=configs/fast.py '
          '--config=configs/nope.py', '--config=configs/nope.py: ',
@@ -351,15 +343,20 @@ CASES = [
     case('train.py', '--workdir={work} --config=configs/best.py:nope',
          '--config=configs/best.py:nope: ', "unknown variant 'nope'",
          id='config-variant'),
-    case('train.py', '--workdir={work} --config.nosuch=1', '--config.nosuch',
-         'no such key', marks=UNKNOWN_KEY, id='key-of-default-config'),
+    case('train.py', '--workdir={work} --config.nosuch=1',
+         '--config.nosuch: ' + os.path.join(cli.CONFIGS_DIR, 'default.py') +
+         ' has no such key', id='key-of-default-config'),
     case('train.py', '--workdir={work} --config=configs/fast.py '
-         '--config.btach_size=8', '--config.btach_size', 'no such key',
-         marks=UNKNOWN_KEY, id='key-of-config-file'),
+         '--config.btach_size=8',
+         '--config.btach_size: configs/fast.py has no such key',
+         id='key-of-config-file'),
     case('train.py', '--workdir={work} --config=configs/fast.py '
          '--config.model_kwargs.downsample=x',
-         '--config.model_kwargs.downsample', 'no such key', marks=UNKNOWN_KEY,
+         '--config.model_kwargs.downsample: configs/fast.py has no such key',
          id='nested-key'),
+    case('train.py', '--workdir={work} --config.model_kwargs.nosuch=1',
+         '--config.model_kwargs.nosuch: ', 'has no such key',
+         id='nested-key-of-default-config'),
     # --------------------------------------------------- train.py: the data
     case('train.py', '{tiny} --config.data_dir={tmp}/nope',
          "data_dir '{tmp}/nope': no such folder", id='data-folder-missing'),

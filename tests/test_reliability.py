@@ -33,13 +33,12 @@ from mnist_jax import train
 from mnist_jax import workdir as workdir_lib
 from mnist_jax.outliers import analysis
 
-from conftest import (REPO_ROOT, assert_one_line_error, tiny_config,
-                      train_args, write_idx_folder)
+from conftest import (REPO_ROOT, STOPPED_FLAGS, STOPPED_STEPS_PER_EPOCH,
+                      assert_one_line_error, tiny_config, train_args,
+                      write_idx_folder)
 
-# Three epochs of 16 steps (1024 examples in batches of 64), the newest
-# three checkpoints kept.
-EPOCHS = ('--config.num_epochs=3', '--config.keep_checkpoints=3')
-STEPS = 48
+# conftest's uninterrupted run: three epochs of 16 steps.
+STEPS = 3 * STOPPED_STEPS_PER_EPOCH
 HOST = socket.gethostname()
 
 
@@ -121,12 +120,6 @@ def _held_by_another_process(workdir, command):
 
 
 @pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return write_idx_folder(tmp_path_factory.mktemp('idx'), num_train=1024,
-                          num_test=100)
-
-
-@pytest.fixture(scope='module')
 def fresh(tmp_path_factory):
   """A tiny config keeping three checkpoints, and its initial train state."""
   config = tiny_config(write_idx_folder(tmp_path_factory.mktemp('tiny')),
@@ -135,32 +128,23 @@ def fresh(tmp_path_factory):
                                                jax.random.PRNGKey(0))
 
 
-@pytest.fixture(scope='module')
-def compile_cache(tmp_path_factory):
-  """Environment sharing one JAX compilation cache between the training
-  subprocesses, which all compile the same steps."""
-  return {'JAX_COMPILATION_CACHE_DIR': str(tmp_path_factory.mktemp('jax')),
-          'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-          'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
-
-
-def _train(workdir, data_dir, env, *flags):
+def _train(workdir, data_dir, *flags):
+  """conftest's STOPPED run by scripts/train.py in a subprocess (which
+  shares the session's compilation cache through its environment)."""
   return subprocess.run(
       [sys.executable, 'scripts/train.py',
-       *train_args(workdir, data_dir, *EPOCHS, *flags)],
-      cwd=REPO_ROOT, env=dict(os.environ, **env), capture_output=True,
-      text=True, timeout=600)
+       *train_args(workdir, data_dir, *STOPPED_FLAGS, *flags)],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
 
-def _train_until(workdir, data_dir, env, condition, signal_number, *flags):
+def _train_until(workdir, data_dir, condition, signal_number, *flags):
   """Trains in a subprocess until `condition()`, then sends it
   `signal_number`; returns (exit code, stderr)."""
   with tempfile.TemporaryFile('w+') as stderr:
     process = subprocess.Popen(
         [sys.executable, 'scripts/train.py',
-         *train_args(workdir, data_dir, *EPOCHS, *flags)],
-        cwd=REPO_ROOT, env=dict(os.environ, **env), stdout=subprocess.DEVNULL,
-        stderr=stderr)
+         *train_args(workdir, data_dir, *STOPPED_FLAGS, *flags)],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.time() + 300
     while not condition():
       assert process.poll() is None, 'training ended before the signal'
@@ -170,16 +154,6 @@ def _train_until(workdir, data_dir, env, condition, signal_number, *flags):
     process.wait(timeout=300)
     stderr.seek(0)
     return process.returncode, stderr.read()
-
-
-@pytest.fixture(scope='module')
-def reference(tmp_path_factory, data_dir, compile_cache):
-  """An uninterrupted run: its workdir (checkpoints at epoch ends only)."""
-  workdir = str(tmp_path_factory.mktemp('reference'))
-  result = _train(workdir, data_dir, compile_cache)
-  assert result.returncode == 0, result.stderr
-  assert _steps(workdir) == [16, 32, 48]
-  return workdir
 
 
 # ---------------------------------------------------------- the lock (1)
@@ -405,16 +379,19 @@ def _resize(disk, kib):
 
 
 @pytest.mark.slow
-def test_sigint_sigterm_and_a_full_disk_lose_nothing(tmp_path, data_dir,
-                                                     compile_cache, reference):
+def test_sigint_sigterm_and_a_full_disk_lose_nothing(tmp_path,
+                                                     uninterrupted_run):
   """One run stopped by SIGINT, by SIGTERM, then (as root, on a tmpfs) by a
-  full disk, and resumed each time, ends with the uninterrupted run's
-  metrics, every number. (One run for all three: each costs a process.)"""
+  full disk, and resumed each time (the last time in this process), ends
+  with conftest's uninterrupted run's metrics, every number. (One run for
+  all three: each costs a process.)"""
+  reference, data_dir = uninterrupted_run.workdir, uninterrupted_run.data_dir
+  assert _steps(reference) == [16, 32, 48]  # epoch ends only
   with _small_disk(tmp_path / 'disk') as disk:
     workdir = str((disk or tmp_path) / 'w')
     every_4 = '--config.checkpoint_every_steps=4'
     code, stderr = _train_until(
-        workdir, data_dir, compile_cache,
+        workdir, data_dir,
         lambda: os.path.isdir(os.path.join(workdir, 'checkpoints', '4')),
         signal.SIGINT, every_4)
     assert code == 130, stderr
@@ -425,8 +402,8 @@ def test_sigint_sigterm_and_a_full_disk_lose_nothing(tmp_path, data_dir,
     assert 4 <= int(first) < STEPS and int(first) in _steps(workdir)
 
     code, stderr = _train_until(
-        workdir, data_dir, compile_cache,
-        lambda: max(_steps(workdir)) > int(first), signal.SIGTERM, every_4)
+        workdir, data_dir, lambda: max(_steps(workdir)) > int(first),
+        signal.SIGTERM, every_4)
     assert code == 143, stderr
     second, = re.findall(r'^error: stopped by SIGTERM: saved checkpoint '
                          r'(\d+) ', stderr, re.MULTILINE)
@@ -436,7 +413,7 @@ def test_sigint_sigterm_and_a_full_disk_lose_nothing(tmp_path, data_dir,
     if disk:  # room for half a checkpoint more
       saved = _steps(workdir)
       _resize(disk, shutil.disk_usage(disk).used // 1024 + 160)
-      full = _train(workdir, data_dir, compile_cache)
+      full = _train(workdir, data_dir)
       assert_one_line_error(full, f'{workdir}/checkpoints: cannot save '
                             'checkpoint ', ': No space left on device (')
       assert _steps(workdir) == saved
@@ -444,8 +421,7 @@ def test_sigint_sigterm_and_a_full_disk_lose_nothing(tmp_path, data_dir,
       assert logged == _metrics(reference)[:len(logged)]
       _resize(disk, 64 * 1024)
 
-    resumed = _train(workdir, data_dir, compile_cache)
-    assert resumed.returncode == 0, resumed.stderr
+    train.train_and_evaluate(uninterrupted_run.config, workdir)
     assert _metrics(workdir) == _metrics(reference)
 
 

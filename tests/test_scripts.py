@@ -10,7 +10,8 @@ import os
 import pytest
 
 from conftest import (assert_one_line_error, latest_step_folder,
-                      run_in_process, run_script, snapshot, trained_run_args)
+                      once_per_session, run_in_process, run_script, snapshot,
+                      trained_run_args)
 from test_outliers import write_tiny_workdir
 
 pytestmark = pytest.mark.slow
@@ -62,15 +63,18 @@ def _read_json(path):
     return json.load(f)
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def mnist_workdir(tmp_path_factory, mnist_dir):
-  """configs/fast.py trained on the real MNIST files by scripts/train.py."""
-  workdir = str(tmp_path_factory.mktemp('mnist'))
-  error, stdout = run_in_process('train.py', '--config=configs/fast.py',
-                                 f'--workdir={workdir}',
-                                 f'--config.data_dir={mnist_dir}')
-  assert error is None, error
-  return workdir, stdout
+  """configs/fast.py trained on the real MNIST files by scripts/train.py
+  (once per session, for every pytest-xdist worker): (workdir, its stdout)."""
+  def train_fast(workdir):
+    error, stdout = run_in_process('train.py', '--config=configs/fast.py',
+                                   f'--workdir={workdir}',
+                                   f'--config.data_dir={mnist_dir}')
+    assert error is None, error
+    return stdout
+  workdir, stdout = once_per_session(tmp_path_factory, 'mnist', train_fast)
+  return str(workdir), stdout
 
 
 def test_fast_config_reaches_99_percent_on_all_test_images(mnist_workdir):

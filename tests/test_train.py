@@ -26,8 +26,9 @@ from mnist_jax import metrics_log
 from mnist_jax import optim
 from mnist_jax import train
 
-from conftest import (REPO_ROOT, TRAINED_STEPS, absl_messages, snapshot,
-                      tiny_config, train_args, write_idx_folder)
+from conftest import (REPO_ROOT, STOPPED_FLAGS, STOPPED_STEPS_PER_EPOCH,
+                      TRAINED_STEPS, absl_messages, snapshot, tiny_config,
+                      train_args, write_idx_folder)
 
 pytestmark = pytest.mark.slow  # every test here trains, or reads a run
 
@@ -215,26 +216,22 @@ def _checkpoint_steps(workdir):
   return sorted(int(name) for name in os.listdir(folder) if name.isdigit())
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(
+    uninterrupted_run, tmp_path):
   """A run killed mid-epoch (after a checkpoint of epoch 2) and resumed
-  writes the records, moving average and all, of an uninterrupted run."""
-  steps_per_epoch = 32
-  data_dir = write_idx_folder(tmp_path / 'idx', num_train=64 * steps_per_epoch)
-  resume = {'num_epochs': 3, 'checkpoint_every_steps': 10,
-            'keep_checkpoints': 3, 'ema_decay': 0.9}
-  flags = [f'--config.{key}={value}' for key, value in resume.items()]
-  config = tiny_config(data_dir, **resume)
-  reference = tmp_path / 'reference'
-  train.train_and_evaluate(config, str(reference))
-
+  writes the records, moving average and all, of conftest's uninterrupted
+  run."""
+  steps_per_epoch = STOPPED_STEPS_PER_EPOCH
+  reference, config = uninterrupted_run.workdir, uninterrupted_run.config
   crashed = tmp_path / 'crashed'
   process = subprocess.Popen(
-      [sys.executable, 'scripts/train.py', *train_args(crashed, data_dir,
-                                                       *flags)],
+      [sys.executable, 'scripts/train.py',
+       *train_args(crashed, uninterrupted_run.data_dir, *STOPPED_FLAGS,
+                   '--config.checkpoint_every_steps=5')],
       cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
-  # Kill once a checkpoint after epoch 1 exists: mid-epoch 2 unless this
-  # loop woke late on a busy machine, when it may be later.
+  # Kill once a checkpoint after epoch 1 exists (of step 20): mid-epoch 2
+  # unless this loop woke late on a busy machine, when it may be later.
   while not any(s > steps_per_epoch for s in _checkpoint_steps(crashed)):
     assert process.poll() is None, 'training ended before it could be killed'
     assert time.time() < deadline
