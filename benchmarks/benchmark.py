@@ -7,7 +7,8 @@ writes their figures, spreads and ratios with a targets table (suite.py):
 time to 99.0% of configs/fast.py against the peer recipe, the Flax-example
 CNN's step (configs/cnn.py) against PyTorch's, the FLOP utilisation of
 configs/best.py's step. --accuracy adds configs/best.py's full training run
-with seeds 0, 1 and 2 (about 15 minutes each on 2 CPU cores). --config.KEY
+with seeds 0, 1 and 2 (13 to about 35 minutes each on the 2-core machines
+measured so far). --config.KEY
 overrides apply to every config of the suite. The peers need PyTorch
 (`make setup-benchmark`).
 
@@ -44,8 +45,8 @@ _ROUNDS = flags.DEFINE_integer('rounds', 5, 'With --suite: rounds of project '
                                'and peer runs, in turns.', lower_bound=1)
 _ACCURACY = flags.DEFINE_bool('accuracy', False, 'With --suite: also train '
                               'configs/best.py with seeds 0, 1 and 2 and check '
-                              'its mean final test accuracy (45 minutes more '
-                              'on 2 CPU cores).')
+                              'its mean final test accuracy (40-105 minutes '
+                              'more on 2 CPU cores).')
 _STEPS_ONLY = flags.DEFINE_bool('steps_only', False, 'Without --suite: time '
                                 'the train step only; no training run.')
 _PROFILE_OPS = flags.DEFINE_integer(

@@ -18,9 +18,11 @@ measured in each round) is reported with the share it aims at. Optionally
 mean final test accuracy checked against an absolute bound, with its
 training time as a multiple of the peer's time to 99%.
 
-Imports and data loading are outside every timing, on both sides:
-TensorFlow (which the project's TensorBoard writer imports) is imported
-before the first round, as torch is before each peer's clock starts.
+Imports are outside every timing, on both sides: TensorFlow (which the
+project's TensorBoard writer imports) is imported before the first round,
+as torch is before each peer's clock starts. The peer's clock starts with
+its data in memory; the project's time to 99% also includes reading its
+IDX files (its training run's `elapsed`, under a second of it).
 """
 
 import importlib.util

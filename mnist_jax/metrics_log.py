@@ -44,7 +44,8 @@ def _open_tensorboard(workdir: str):
 
 
 class MetricsLog:
-  """Appends one JSON object per epoch; only process 0 writes.
+  """metrics.jsonl, one JSON object per epoch, and TensorBoard scalars;
+  only process 0 writes.
 
   On resumption, records of epochs after the restored checkpoint (written
   before a crash that lost their checkpoint) are dropped, so the file always
@@ -60,8 +61,7 @@ class MetricsLog:
                      if r['epoch'] <= resume_after_epoch]
     self._background = None
     if parallel.is_main_process():
-      io_utils.write_text(self._path,
-                          ''.join(json.dumps(r) + '\n' for r in self._records))
+      self._write_records()
       self._background = concurrent.futures.ThreadPoolExecutor(1)
       self._writer = self._background.submit(_open_tensorboard, workdir)
 
@@ -74,10 +74,13 @@ class MetricsLog:
         f'{k} {v:.4f}' for k, v in record.items() if isinstance(v, float)))
     if self._background is None:
       return
+    self._write_records()
+    self._background.submit(self._write_scalars, record)
+
+  def _write_records(self) -> None:
     # Rewritten whole, not appended: a full disk must not leave half a line.
     io_utils.write_text(self._path,
                         ''.join(json.dumps(r) + '\n' for r in self._records))
-    self._background.submit(self._write_scalars, record)
 
   def write_hparams(self, config: Any) -> None:
     """The run's config as TensorBoard hparams (process 0 only)."""

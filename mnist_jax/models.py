@@ -9,7 +9,6 @@ nothing of data, optimizers or files.
 from typing import Callable, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -55,6 +54,8 @@ def space_to_depth(x: jnp.ndarray) -> jnp.ndarray:
 
 
 DOWNSAMPLINGS = ('max_pool', 'space_to_depth')
+
+
 def _require_kwarg(condition: bool, name: str, message: str) -> None:
   if not condition:
     raise ValueError(f'config.model_kwargs.{name}: {message}')

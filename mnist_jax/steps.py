@@ -40,7 +40,7 @@ class TrainState(train_state.TrainState):
   ema: Any = flax.struct.field(default_factory=dict)
 
 
-INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
+_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
@@ -65,8 +65,8 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
         apply_fn=model.apply, params=variables['params'], tx=tx,
         batch_stats=batch_stats, rng=state_rng, ema=average)
 
-  return jax.jit(init, out_shardings=sharding).lower(rng).compile(
-      compiler_options=INIT_COMPILER_OPTIONS)(rng)
+  return jax.jit(init, out_shardings=sharding,
+                 compiler_options=_INIT_COMPILER_OPTIONS)(rng)
 
 
 def to_float(images: jax.Array) -> jax.Array:

@@ -131,7 +131,8 @@ def _check_training(state: TrainState, totals: Metrics,
   """Stops on a NaN or infinite loss or weights (a step's loss is computed
   before its update, so an update that overflows shows only in the weights),
   or on an epoch's mean training loss so far above config.divergence_loss."""
-  bad_step = int(jax.device_get(totals['nonfinite_step']))
+  totals = jax.device_get(totals)  # one read of the running sums
+  bad_step = int(totals['nonfinite_step'])
   mean_loss = summarize(totals)['loss']
   if bad_step >= 0:
     problem = f'non-finite training loss at step {bad_step + 1}'

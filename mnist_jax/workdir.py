@@ -1,8 +1,9 @@
 """One writer per workdir: an exclusive lock on WORKDIR/.lock.
 
-Training holds the lock for its whole run; evaluation and the outlier
-analysis hold it while they run, or, beside a training run, read its newest
-complete checkpoint without it (`locked_unless_training`). The lock is
+Training and the label-error search hold the lock for their whole run;
+evaluation and the outlier analysis hold it while they run, or, beside a
+training run, read its newest complete checkpoint without it
+(`locked_unless_training`). The lock is
 `fcntl.flock`, so the kernel releases it when its holder exits, however it
 exits: a leftover .lock file never blocks anyone. The file's text names the
 holder (command, pid, host, start time) for whoever finds it taken; the file
@@ -40,7 +41,7 @@ _HELD, _SHARED, _BUSY, _FAILED = range(4)
 @dataclasses.dataclass(frozen=True)
 class Holder:
   """Who holds a workdir's lock, as written in its lock file."""
-  command: str  # train, evaluate or outliers
+  command: str  # train, evaluate, outliers or label_errors
   pid: int
   host: str
   since: str  # when the lock was taken, ISO 8601 with the UTC offset

@@ -1,4 +1,4 @@
-"""Evaluates the latest checkpoint in --workdir on every test image.
+"""Evaluates the newest readable checkpoint in --workdir on every test image.
 
 Writes W/predictions.csv (index, label, prediction, confidence, prob_0..9)
 and W/eval.json (accuracy, num_examples, per-class accuracy, confusion matrix,

@@ -6,7 +6,7 @@ views when the model was trained with --config.tta), the test and training
 images and W/metrics.jsonl, and writes W/outliers.csv, W/outliers.json,
 W/report.md (accuracy, calibration, then the outlier detectors) and its PNG
 figures. Pixels need no checkpoint when --data_dir is given; embeddings read
-the latest checkpoint in W.
+the newest readable checkpoint in W.
 """
 
 from absl import flags

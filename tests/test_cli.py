@@ -157,7 +157,7 @@ def _replace_by_folder(placeholder, name):
 
 
 TRAIN_IMAGES, TRAIN_LABELS = data_lib.idx_filenames('train')
-TEST_IMAGES, TEST_LABELS = data_lib.idx_filenames('test')
+_, TEST_LABELS = data_lib.idx_filenames('test')
 
 
 def _labels_with(value, at):
@@ -224,7 +224,6 @@ def _shift_probability(line):
 
 PREDICTIONS_HEADER = ('index,label,prediction,confidence,' +
                       ','.join(f'prob_{k}' for k in range(10)))
-TENTHS = ','.join(['0.1'] * 10)
 
 
 def _config_file(name, text):

@@ -231,8 +231,8 @@ def test_learning_rate_schedules(schedule, checks):
   config.update(schedule=schedule, learning_rate=0.1, num_epochs=2,
                 warmup_epochs=0.5)
   lr = optim.create_learning_rate_schedule(config, steps_per_epoch=10)
-  schedule = jax.jit(lr)  # one compilation, not one per operation
-  rates = np.array([schedule(step) for step in range(21)])
+  lr_fn = jax.jit(lr)  # one compilation, not one per operation
+  rates = np.array([lr_fn(step) for step in range(21)])
   for step, expected in checks:
     assert rates[step] == pytest.approx(expected, abs=1e-6), step
   if schedule == 'onecycle':  # starts low, peaks at the learning rate

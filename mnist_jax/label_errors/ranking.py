@@ -22,6 +22,7 @@ Scores are label-quality scores in [0, 1]: lower = more likely mislabelled.
 from typing import Any
 
 import numpy as np
+import scipy.stats
 from sklearn import metrics
 
 METHODS = ('self_confidence', 'normalized_margin', 'confident_joint')
@@ -126,10 +127,10 @@ def label_quality(labels: np.ndarray, probabilities: np.ndarray,
   probabilities = np.asarray(probabilities, np.float64)
   if method == 'normalized_margin':
     score = normalized_margin(labels, probabilities)
-    return score, ranks(np.argsort(score, kind='stable'))
+    return score, scipy.stats.rankdata(score, method='ordinal')
   score = self_confidence(labels, probabilities)
   if method == 'self_confidence':
-    return score, ranks(np.argsort(score, kind='stable'))
+    return score, scipy.stats.rankdata(score, method='ordinal')
   flagged = confident_joint_issues(labels, probabilities)
   return score, ranks(np.lexsort((score, ~flagged)))
 

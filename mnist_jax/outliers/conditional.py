@@ -7,9 +7,9 @@ question within a class instead:
 
 - a forest per class, fitted on the training images of that class; each
   test image is scored by the forest of its labelled class and, separately,
-  of its predicted class. Each forest's threshold is its own training
-  class's `contamination` quantile, so the chance rate is the same in every
-  class;
+  of its predicted class. With a numeric `contamination`, each forest's
+  threshold is its own training class's `contamination` quantile, so the
+  chance rate is the same in every class ('auto': sklearn's fixed offset);
 - k-nearest-neighbour distance in the model's embedding space, as cleanlab's
   Datalab scores outliers from features: the mean cosine distance to the k
   nearest other images of the set (or of a reference set, such as the

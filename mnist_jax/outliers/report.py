@@ -200,7 +200,9 @@ def _method_markdown(summary: dict[str, Any]) -> list[str]:
       f'{params["fit_on"]} images ({params["num_fit_images"]:,}); the forests '
       f'per class on the {params["num_train_images"]:,} training images of '
       'their class. Each flags as outliers the images scoring below the '
-      'contamination quantile of the images it was fitted on.',
+      + ('contamination quantile of the images it was fitted on.'
+         if params['contamination'] != 'auto' else
+         "threshold of scikit-learn's contamination='auto' (a fixed offset)."),
       f'- kNN: mean {params["knn_metric"]} distance to the '
       f'{params["neighbors"]} nearest other {params["fit_on"]} embeddings, as '
       'the score exp(-distance / median distance); outliers: distance above '

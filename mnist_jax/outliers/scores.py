@@ -231,9 +231,8 @@ def label_error_candidates(
   model_evidence = (1 - p_label + margin) / 2
   anomaly = outlierness(scores)
   suspicion = model_evidence + outlier_weight * anomaly
-  order = np.argsort(-suspicion, kind='stable')
-  rank = np.empty(len(order), np.int64)
-  rank[order] = np.arange(1, len(order) + 1)
+  # 'ordinal': ties go to the lower position.
+  rank = scipy.stats.rankdata(-suspicion, method='ordinal')
   return {'p_label': p_label, 'margin': margin,
           'model_evidence': model_evidence, 'outlierness': anomaly,
           'suspicion': suspicion, 'rank': rank}
