@@ -6,38 +6,90 @@ being the penultimate activations the outlier analysis can use. Models know
 nothing of data, optimizers or files.
 """
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
 from mnist_jax.data import NUM_CLASSES
 
 
-def pool_2x2(x: jnp.ndarray, reduce: Callable = jnp.max) -> jnp.ndarray:
-  """2x2 pooling with stride 2 (NHWC, even H and W) as a reshape and a reduce.
+def relu(x: jnp.ndarray) -> jnp.ndarray:
+  """`nn.relu` as a select: the same values (NaN stays NaN) and gradient (0
+  at 0).
 
-  Same result as `nn.max_pool(x, (2, 2), (2, 2))` / `nn.avg_pool`, but on
-  XLA:CPU reduce_window and its select_and_scatter gradient cost most of a
-  small CNN's step; a reshape and a reduction cost almost nothing.
+  On XLA:CPU (jaxlib 0.10), YNNPACK fuses `max(x, 0)` into the reduction
+  that reads it (an average pool) and materialises the zero operand as a
+  full-size array every step: over a tenth of the Flax-example CNN's step. A
+  select stays in XLA's own fusions (docs/performance.md).
   """
+  return jnp.where(x <= 0, jnp.zeros((), x.dtype), x)
+
+
+def _windows_2x2(x: jnp.ndarray) -> jnp.ndarray:
+  """[B, H, W, C] (even H and W) -> [B, H/2, 2, W/2, 2, C]: each 2x2 window
+  on axes 2 and 4."""
   b, h, w, c = x.shape
-  return reduce(x.reshape(b, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+  return x.reshape(b, h // 2, 2, w // 2, 2, c)
 
 
-def _pad_to_even(x: jnp.ndarray) -> jnp.ndarray:
-  """Adds a row and a column of zeros to odd H and W (NHWC)."""
+def avg_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
+  """2x2 average pooling with stride 2 (NHWC, even H and W) as a reshape and
+  a mean: `nn.avg_pool(x, (2, 2), (2, 2))` without XLA:CPU's slow
+  reduce_window."""
+  return jnp.mean(_windows_2x2(x), axis=(2, 4))
+
+
+@jax.custom_vjp
+def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
+  """2x2 max pooling with stride 2 (NHWC, even H and W).
+
+  The same values and gradient as `nn.max_pool(x, (2, 2), (2, 2))`, ties
+  included: each window's gradient goes to its first maximum in row-major
+  order. On XLA:CPU, reduce_window and its select_and_scatter gradient cost
+  most of a small CNN's step, so the forward pass is a reshape and a max and
+  the gradient one elementwise select. (`jnp.max`'s own gradient splits it
+  among tied maxima; counting them is a reduction that XLA:CPU fuses with the
+  next layer's gradient into a slow YNNPACK fusion, docs/performance.md.)
+  """
+  return jnp.max(_windows_2x2(x), axis=(2, 4))
+
+
+def _max_pool_2x2_fwd(x):
+  y = max_pool_2x2(x)
+  return y, (x, y)
+
+
+def _max_pool_2x2_bwd(residuals, g):
+  x, y = residuals
+  windows = _windows_2x2(x)
+  # The position (0-3, row-major) of the first maximum of each window.
+  first = jnp.where(windows[:, :, 0, :, 0] == y, 0,
+                    jnp.where(windows[:, :, 0, :, 1] == y, 1,
+                              jnp.where(windows[:, :, 1, :, 0] == y, 2, 3)))
+  # Each window position's number, shaped to broadcast on axes 2 to 5.
+  position = (2 * jnp.arange(2).reshape(2, 1, 1, 1) +
+              jnp.arange(2).reshape(1, 1, 2, 1))
+  take = position == first[:, :, None, :, None, :]
+  grad = jnp.where(take, g[:, :, None, :, None, :], jnp.zeros((), g.dtype))
+  return (grad.reshape(x.shape),)
+
+
+max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
+
+
+def _pad_to_even(x: jnp.ndarray, value: float = 0.0) -> jnp.ndarray:
+  """Adds a row and a column of `value` to odd H and W (NHWC)."""
   _, h, w, _ = x.shape
-  return jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+  return jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)),
+                 constant_values=value)
 
 
 def max_pool_2x2_ceil(x: jnp.ndarray) -> jnp.ndarray:
-  """2x2/2 max pool that keeps the last row and column of odd sizes (7 -> 4).
-
-  Pads with zeros, which is exact for non-negative (post-ReLU) inputs.
-  """
-  return pool_2x2(_pad_to_even(x))
+  """2x2/2 max pool that keeps the last row and column of odd sizes (7 -> 4)."""
+  return max_pool_2x2(_pad_to_even(x, -jnp.inf))
 
 
 def space_to_depth(x: jnp.ndarray) -> jnp.ndarray:
@@ -53,7 +105,7 @@ def space_to_depth(x: jnp.ndarray) -> jnp.ndarray:
   return x.reshape(b, h // 2, w // 2, 4 * c)
 
 
-DOWNSAMPLINGS = ('max_pool', 'space_to_depth')
+DOWNSAMPLINGS = ('max_pool', 'pool_before_norm', 'space_to_depth')
 
 
 def _require_kwarg(condition: bool, name: str, message: str) -> None:
@@ -77,7 +129,7 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
     del train
-    features = nn.relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
+    features = relu(nn.Dense(self.hidden)(x.reshape(x.shape[0], -1)))
     logits = nn.Dense(NUM_CLASSES)(features)
     return (logits, features) if return_features else logits
 
@@ -88,9 +140,9 @@ class CNN(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
     del train
-    x = pool_2x2(nn.relu(nn.Conv(32, (3, 3))(x)), jnp.mean)
-    x = pool_2x2(nn.relu(nn.Conv(64, (3, 3))(x)), jnp.mean)
-    features = nn.relu(nn.Dense(256)(x.reshape(x.shape[0], -1)))
+    x = avg_pool_2x2(relu(nn.Conv(32, (3, 3))(x)))
+    x = avg_pool_2x2(relu(nn.Conv(64, (3, 3))(x)))
+    features = relu(nn.Dense(256)(x.reshape(x.shape[0], -1)))
     logits = nn.Dense(NUM_CLASSES)(features)
     return (logits, features) if return_features else logits
 
@@ -104,6 +156,12 @@ class ConvNet(nn.Module):
 
   `downsample` says how the stages halve the resolution:
   - 'max_pool': a 2x2 max pool after each stage (28 -> 14 -> 7 -> 4).
+  - 'pool_before_norm': the same pools, each between its stage's last
+    convolution and that convolution's BN and ReLU (conv-pool-BN-ReLU, the
+    order of the PyTorch recipe in benchmarks/peers/). A different model
+    (BN statistics of the pooled activations), as accurate in one epoch, and
+    the full-resolution BN and ReLU are gone: `configs/fast.py`'s step is
+    about a sixth faster on a CPU (docs/performance.md).
   - 'space_to_depth': a `space_to_depth` before each stage (28 -> 14 -> 7)
     and one max pool after the last. Nothing is dropped, and a stage's
     convolutions read four times the previous stage's channels: on XLA:CPU a
@@ -122,16 +180,18 @@ class ConvNet(nn.Module):
     for width, num_convs in zip(self.widths, self.stage_conv_counts):
       if space_to_depth_stages:
         x = space_to_depth(x)
-      for _ in range(num_convs):
+      for i in range(num_convs):
         x = nn.Conv(width, (3, 3), use_bias=False)(x)
+        if self.downsample == 'pool_before_norm' and i == num_convs - 1:
+          x = max_pool_2x2_ceil(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
-        x = nn.relu(x)
-      if not space_to_depth_stages:
+        x = relu(x)
+      if self.downsample == 'max_pool':
         x = max_pool_2x2_ceil(x)
     if space_to_depth_stages:
       x = max_pool_2x2_ceil(x)
     x = x.reshape(x.shape[0], -1)
-    features = nn.relu(nn.Dense(self.dense)(x))
+    features = relu(nn.Dense(self.dense)(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(features)
     logits = nn.Dense(NUM_CLASSES)(x)
     return (logits, features) if return_features else logits

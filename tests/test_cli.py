@@ -312,7 +312,7 @@ CASES = [
     case('train.py', '--config=configs/best.py:s2d --workdir={work} '
          '--config.model_kwargs.downsample=stride',
          "--config.model_kwargs.downsample: unknown 'stride'; choose one of "
-         'max_pool, space_to_depth', id='downsample'),
+         'max_pool, pool_before_norm, space_to_depth', id='downsample'),
     case('train.py', '{tiny} --config.batch_size=1024',
          '--config.batch_size=1024 is larger than the 512 training examples',
          id='batch-larger-than-data'),
@@ -350,8 +350,8 @@ CASES = [
          '--config.btach_size: configs/fast.py has no such key',
          id='key-of-config-file'),
     case('train.py', '--workdir={work} --config=configs/fast.py '
-         '--config.model_kwargs.downsample=x',
-         '--config.model_kwargs.downsample: configs/fast.py has no such key',
+         '--config.model_kwargs.stride=2',
+         '--config.model_kwargs.stride: configs/fast.py has no such key',
          id='nested-key'),
     case('train.py', '--workdir={work} --config.model_kwargs.nosuch=1',
          '--config.model_kwargs.nosuch: ', 'has no such key',

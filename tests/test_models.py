@@ -1,4 +1,4 @@
-"""Model shapes, features, the pooling rewrite, space-to-depth, and the
+"""Model shapes, features, the pooling rewrites and their gradients, space-to-depth, and the
 registry (models.py). Shapes come from jax.eval_shape: nothing compiles.
 Bad model_kwargs are rows of test_cli's table."""
 
@@ -57,17 +57,72 @@ def test_cnn_matches_flax_example_parameter_count():
   assert sum(p.size for p in jax.tree.leaves(params)) == expected
 
 
-@pytest.mark.parametrize('reduce, flax_pool', [(jnp.max, nn.max_pool),
-                                               (jnp.mean, nn.avg_pool)])
-def test_pool_2x2_equals_flax_pooling_and_its_gradient(reduce, flax_pool):
+def test_relu_equals_flax_relu_and_its_gradient():
+  x = jnp.asarray([-2.0, -0.0, 0.0, 1e-30, 3.0, jnp.inf, -jnp.inf, jnp.nan])
+  np.testing.assert_array_equal(models.relu(x), nn.relu(x))  # NaN stays NaN
+  grad = lambda f: jax.grad(lambda x: jnp.sum(f(x)))(x[:-1])
+  np.testing.assert_array_equal(grad(models.relu), grad(nn.relu))  # 0 at 0
+
+
+def _grad_of_weighted_sum(pool, x, weights):
+  return jax.jit(jax.grad(lambda x: jnp.sum(pool(x) * weights)))(x)
+
+
+@pytest.mark.parametrize('values', ['normal', 'ties'])
+def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient(values):
+  rng = np.random.default_rng(1)
+  x = (rng.normal(size=(2, 8, 6, 3)) if values == 'normal' else
+       rng.integers(-1, 2, size=(2, 8, 6, 3)))  # most windows hold ties
+  x = jnp.asarray(x, jnp.float32)
+  flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(models.max_pool_2x2(x), flax_pool(x))
+  weights = jnp.asarray(rng.normal(size=(2, 4, 3, 3)), jnp.float32)
+  # The gradient goes to the first maximum of each window, as
+  # select_and_scatter's does: exactly equal, ties included.
+  np.testing.assert_array_equal(
+      _grad_of_weighted_sum(models.max_pool_2x2, x, weights),
+      _grad_of_weighted_sum(flax_pool, x, weights))
+
+
+def test_max_pool_2x2_ceil_keeps_the_odd_row_and_column():
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(2, 7, 5, 3)) - 1, jnp.float32)  # mostly < 0
+  flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2),
+                                    padding=((0, 1), (0, 1)))
+  np.testing.assert_array_equal(models.max_pool_2x2_ceil(x), flax_pool(x))
+  weights = jnp.asarray(rng.normal(size=(2, 4, 3, 3)), jnp.float32)
+  np.testing.assert_array_equal(
+      _grad_of_weighted_sum(models.max_pool_2x2_ceil, x, weights),
+      _grad_of_weighted_sum(flax_pool, x, weights))
+
+
+def test_avg_pool_2x2_equals_flax_avg_pool_and_its_gradient():
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(2, 8, 6, 3)), jnp.float32)
-  pool = lambda x: models.pool_2x2(x, reduce)
-  flax_2x2 = lambda x: flax_pool(x, (2, 2), strides=(2, 2))
-  np.testing.assert_allclose(pool(x), flax_2x2(x), rtol=1e-6)
+  flax_pool = lambda x: nn.avg_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_allclose(models.avg_pool_2x2(x), flax_pool(x), rtol=1e-6)
   weights = jnp.asarray(rng.normal(size=(2, 4, 3, 3)), jnp.float32)
-  grad = lambda f: jax.jit(jax.grad(lambda x: jnp.sum(f(x) * weights)))(x)
-  np.testing.assert_allclose(grad(pool), grad(flax_2x2), rtol=1e-6)
+  np.testing.assert_allclose(
+      _grad_of_weighted_sum(models.avg_pool_2x2, x, weights),
+      _grad_of_weighted_sum(flax_pool, x, weights), rtol=1e-6)
+
+
+def test_pool_before_norm_normalizes_the_pooled_convolution():
+  model = models.ConvNet(widths=(4,), convs_per_stage=1, dense=8, dropout=0.0,
+                         downsample='pool_before_norm')
+  images = jnp.asarray(np.random.default_rng(4).uniform(size=(3, 28, 28, 1)),
+                       jnp.float32)
+  variables = model.init(jax.random.PRNGKey(0), images)
+  _, updates = model.apply(variables, images, train=True,
+                           mutable=['batch_stats'])
+  conv = nn.Conv(4, (3, 3), use_bias=False).apply(
+      {'params': variables['params']['Conv_0']}, images)
+  pooled = nn.max_pool(conv, (2, 2), strides=(2, 2))
+  # The running mean moved a tenth (momentum 0.9) of the way to the batch
+  # mean of the pooled, not the full-resolution, activations.
+  np.testing.assert_allclose(updates['batch_stats']['BatchNorm_0']['mean'],
+                             0.1 * pooled.mean(axis=(0, 1, 2)), rtol=1e-5)
+  assert model.apply(variables, images).shape == (3, 10)
 
 
 def _conv_kernel_shapes(model: nn.Module) -> list[tuple[int, ...]]:
