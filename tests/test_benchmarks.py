@@ -6,6 +6,8 @@ requirements-benchmark.txt brings it). No test here asserts a time."""
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +19,7 @@ import suite
 import timing
 from mnist_jax import models
 
-from conftest import synthetic_digits, tiny_config, write_idx_folder
+from conftest import REPO_ROOT, synthetic_digits, tiny_config, write_idx_folder
 
 needs_torch = pytest.mark.skipif(not suite.torch_available(),
                                  reason='PyTorch not installed (make setup-benchmark)')
@@ -168,6 +170,35 @@ def test_profile_keeps_its_trace_for_tensorboard(tmp_path):
   # TensorBoard's profile plugin reads the .xplane.pb beside the trace.
   assert glob.glob(os.path.join(result['trace'], '*.xplane.pb'))
   assert isinstance(result['top_ops'], list)
+
+
+_PROFILE_IN_A_FRESH_PROCESS = '''
+import json, sys
+import op_profile
+op_profile.enable_cpu_op_events()  # before the first computation
+import jax, jax.numpy as jnp
+fn = jax.jit(lambda x: jnp.sin(x) @ x)
+x = jnp.ones((256, 256))
+compiled = fn.lower(x).compile()
+result = op_profile.profile(compiled.as_text(), lambda: [compiled(x) for _ in range(3)][-1],
+                            3, sys.argv[1])
+print(json.dumps(result['top_ops']))
+'''
+
+
+@pytest.mark.slow  # a fresh interpreter imports jax
+def test_profile_lists_the_ops_with_cpu_op_events(tmp_path):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [os.path.join(REPO_ROOT, 'benchmarks'), REPO_ROOT]))
+  process = subprocess.run(
+      [sys.executable, '-c', _PROFILE_IN_A_FRESH_PROCESS, str(tmp_path)],
+      capture_output=True, text=True, env=env, timeout=300, check=True)
+  top_ops = json.loads(process.stdout.strip().splitlines()[-1])
+  assert top_ops, 'no per-op events in the trace'
+  ops = ' '.join(row['op'] for row in top_ops)
+  assert 'dot_general' in ops or 'sin' in ops, top_ops
+  assert all(row['ms'] >= 0 and 0 <= row['share'] <= 1 for row in top_ops)
+  assert sum(row['share'] for row in top_ops) == pytest.approx(1, abs=0.01)
 
 
 def test_instruction_ops_name_fusions_without_metadata():
