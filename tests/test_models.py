@@ -64,47 +64,34 @@ def test_relu_equals_flax_relu_and_its_gradient():
   np.testing.assert_array_equal(grad(models.relu), grad(nn.relu))  # 0 at 0
 
 
-def _grad_of_weighted_sum(pool, x, weights):
-  return jax.jit(jax.grad(lambda x: jnp.sum(pool(x) * weights)))(x)
+def _flax_pool(flax_pool, padding='VALID'):
+  return lambda x: flax_pool(x, (2, 2), strides=(2, 2), padding=padding)
 
 
-@pytest.mark.parametrize('values', ['normal', 'ties'])
-def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient(values):
-  rng = np.random.default_rng(1)
-  x = (rng.normal(size=(2, 8, 6, 3)) if values == 'normal' else
-       rng.integers(-1, 2, size=(2, 8, 6, 3)))  # most windows hold ties
+@pytest.mark.parametrize('pool, flax_pool, x', [
+    pytest.param(models.max_pool_2x2, _flax_pool(nn.max_pool),
+                 np.random.default_rng(1).normal(size=(2, 8, 6, 3)), id='max'),
+    pytest.param(models.max_pool_2x2, _flax_pool(nn.max_pool),
+                 np.random.default_rng(1).integers(-1, 2, size=(2, 8, 6, 3)),
+                 id='max-ties'),  # most windows hold ties
+    pytest.param(models.max_pool_2x2_ceil,
+                 _flax_pool(nn.max_pool, ((0, 1), (0, 1))),
+                 np.random.default_rng(2).normal(size=(2, 7, 5, 3)) - 1,
+                 id='max-ceil-odd-negative'),  # keeps the last row and column
+    pytest.param(models.avg_pool_2x2, _flax_pool(nn.avg_pool),
+                 np.random.default_rng(1).normal(size=(2, 8, 6, 3)), id='avg'),
+])
+def test_pool_equals_flax_pooling_and_its_gradient(pool, flax_pool, x):
+  """Same values and gradients; for max pooling exactly, ties included (the
+  gradient goes to each window's first maximum, as select_and_scatter's)."""
   x = jnp.asarray(x, jnp.float32)
-  flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
-  np.testing.assert_array_equal(models.max_pool_2x2(x), flax_pool(x))
-  weights = jnp.asarray(rng.normal(size=(2, 4, 3, 3)), jnp.float32)
-  # The gradient goes to the first maximum of each window, as
-  # select_and_scatter's does: exactly equal, ties included.
-  np.testing.assert_array_equal(
-      _grad_of_weighted_sum(models.max_pool_2x2, x, weights),
-      _grad_of_weighted_sum(flax_pool, x, weights))
-
-
-def test_max_pool_2x2_ceil_keeps_the_odd_row_and_column():
-  rng = np.random.default_rng(2)
-  x = jnp.asarray(rng.normal(size=(2, 7, 5, 3)) - 1, jnp.float32)  # mostly < 0
-  flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2),
-                                    padding=((0, 1), (0, 1)))
-  np.testing.assert_array_equal(models.max_pool_2x2_ceil(x), flax_pool(x))
-  weights = jnp.asarray(rng.normal(size=(2, 4, 3, 3)), jnp.float32)
-  np.testing.assert_array_equal(
-      _grad_of_weighted_sum(models.max_pool_2x2_ceil, x, weights),
-      _grad_of_weighted_sum(flax_pool, x, weights))
-
-
-def test_avg_pool_2x2_equals_flax_avg_pool_and_its_gradient():
-  rng = np.random.default_rng(1)
-  x = jnp.asarray(rng.normal(size=(2, 8, 6, 3)), jnp.float32)
-  flax_pool = lambda x: nn.avg_pool(x, (2, 2), strides=(2, 2))
-  np.testing.assert_allclose(models.avg_pool_2x2(x), flax_pool(x), rtol=1e-6)
-  weights = jnp.asarray(rng.normal(size=(2, 4, 3, 3)), jnp.float32)
-  np.testing.assert_allclose(
-      _grad_of_weighted_sum(models.avg_pool_2x2, x, weights),
-      _grad_of_weighted_sum(flax_pool, x, weights), rtol=1e-6)
+  expected = flax_pool(x)
+  weights = jnp.asarray(np.random.default_rng(3).normal(size=expected.shape),
+                        jnp.float32)
+  grad = lambda f: jax.jit(jax.grad(lambda x: jnp.sum(f(x) * weights)))(x)
+  rtol = 1e-6 if pool is models.avg_pool_2x2 else 0
+  np.testing.assert_allclose(pool(x), expected, rtol=rtol, atol=0)
+  np.testing.assert_allclose(grad(pool), grad(flax_pool), rtol=rtol, atol=0)
 
 
 def test_pool_before_norm_normalizes_the_pooled_convolution():
