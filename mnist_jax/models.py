@@ -6,6 +6,7 @@ being the penultimate activations the outlier analysis can use. Models know
 nothing of data, optimizers or files.
 """
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mnist_jax import convolution
 from mnist_jax.data import NUM_CLASSES
 
 
@@ -105,6 +107,12 @@ def space_to_depth(x: jnp.ndarray) -> jnp.ndarray:
   return x.reshape(b, h // 2, w // 2, 4 * c)
 
 
+# nn.Conv whose one-channel convolutions (the first layer) run as
+# `convolution.one_channel_conv`: the same parameters, values and gradients.
+Conv = functools.partial(nn.Conv,
+                         conv_general_dilated_cls=convolution.ConvGeneralDilated)
+
+
 DOWNSAMPLINGS = ('max_pool', 'pool_before_norm', 'space_to_depth')
 
 
@@ -135,13 +143,14 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-  """The Flax MNIST example's network: conv32-pool-conv64-pool-dense256-dense10."""
+  """The Flax MNIST example's network: conv32-pool-conv64-pool-dense256-dense10
+  (its first convolution computed as `models.Conv`, the same parameters)."""
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
     del train
-    x = avg_pool_2x2(relu(nn.Conv(32, (3, 3))(x)))
-    x = avg_pool_2x2(relu(nn.Conv(64, (3, 3))(x)))
+    x = avg_pool_2x2(relu(Conv(32, (3, 3))(x)))
+    x = avg_pool_2x2(relu(Conv(64, (3, 3))(x)))
     features = relu(nn.Dense(256)(x.reshape(x.shape[0], -1)))
     logits = nn.Dense(NUM_CLASSES)(features)
     return (logits, features) if return_features else logits
@@ -167,6 +176,9 @@ class ConvNet(nn.Module):
     convolutions read four times the previous stage's channels: on XLA:CPU a
     convolution with 128 input channels runs at 1.7x the FLOP rate of one
     with 32 (docs/performance.md).
+
+  The first convolution is `models.Conv` (one input channel, computed as
+  shifted copies of the image) unless a max pool follows it directly.
   """
   widths: Sequence[int] = (32, 64)
   convs_per_stage: int | Sequence[int] = 2
@@ -181,8 +193,12 @@ class ConvNet(nn.Module):
       if space_to_depth_stages:
         x = space_to_depth(x)
       for i in range(num_convs):
-        x = nn.Conv(width, (3, 3), use_bias=False)(x)
-        if self.downsample == 'pool_before_norm' and i == num_convs - 1:
+        pool_next = self.downsample == 'pool_before_norm' and i == num_convs - 1
+        # Not one_channel_conv before a max pool: XLA:CPU recomputes its
+        # fused sum in the pool's gradient, which makes the step slower.
+        conv = nn.Conv if pool_next else Conv
+        x = conv(width, (3, 3), use_bias=False)(x)
+        if pool_next:
           x = max_pool_2x2_ceil(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         x = relu(x)
