@@ -344,10 +344,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         checkpoints.save(int(state.step), state, totals)
         if epoch < config.num_epochs and stop.stop_now(sync_point=True):
           raise stop.interrupted(_resume_hint(checkpoints, int(state.step)))
-  except interrupts.Interrupted:
+  finally:  # also on a divergence or a full disk: pending saves finish
     checkpoints.close()
     log.close()
-    raise
-  checkpoints.close()
-  log.close()
   return summary

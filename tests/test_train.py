@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -266,10 +267,14 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   config = tiny_config(data_dir, learning_rate=1e6, schedule='warmup_cosine',
                        warmup_epochs=1.5, checkpoint_every_steps=1)
   workdir = tmp_path / 'work'
+  threads_before = set(threading.enumerate())
   with pytest.raises(FloatingPointError) as stopped:
     train.train_and_evaluate(config, str(workdir))
   message = str(stopped.value)
   assert 'stopped without saving it' in message, message
+  # The checkpoints and the TensorBoard writer were closed on the way out.
+  assert not [t for t in set(threading.enumerate()) - threads_before
+              if t.is_alive()]
   # The loss of step k uses the weights before step k's update, so either
   # may be the first to go bad.
   bad_step = int(re.search(r'(?:at|by) step (\d+)', message).group(1))
