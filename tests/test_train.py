@@ -1,6 +1,7 @@
 """The training loop (train.py): it learns, is deterministic, logs, neither
 reads the device between steps nor recompiles, and resumes exactly."""
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -285,3 +286,14 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   for leaf in jax.tree.leaves((state.params, state.opt_state, state.batch_stats)):
     assert np.isfinite(np.asarray(leaf)).all()
   assert evaluate.evaluate_workdir(str(workdir))['step'] == max(saved)
+
+
+def test_compile_in_background_gives_the_jitted_functions_executable():
+  donated = jax.jit(lambda x, y, i: (x * y[i], y), donate_argnums=0)
+  x, y = jnp.arange(3.0), jnp.arange(6.0).reshape(2, 3)
+  with concurrent.futures.ThreadPoolExecutor(1) as executor:
+    compiled = train.compile_in_background(executor, donated, x, y, 0).result()
+  assert isinstance(compiled, jax.stages.Compiled)
+  expected = donated(jnp.arange(3.0), y, 1)
+  np.testing.assert_array_equal(compiled(x, y, 1)[0], expected[0])
+  assert x.is_deleted()  # its donation kept
