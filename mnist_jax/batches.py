@@ -43,6 +43,19 @@ def device_train_batches(split: Split, rows: np.ndarray,
   }
 
 
+def train_batches_like(split: Split, batch_size: int,
+                       sharding: jax.sharding.Sharding
+                       ) -> dict[str, jax.ShapeDtypeStruct]:
+  """The shapes, dtypes and sharding of every epoch's `device_train_batches`."""
+  steps = len(split) // batch_size
+
+  def like(array: np.ndarray) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct((steps, batch_size) + array.shape[1:],
+                                array.dtype, sharding=sharding)
+
+  return {'image': like(split.images), 'label': like(split.labels)}
+
+
 def device_eval_batches(split: Split, batch_size: int,
                         sharding: jax.sharding.Sharding) -> Batch:
   """Every example once, padded to whole batches, with a 0/1 'mask'."""

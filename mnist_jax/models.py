@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from jax import lax
 
 from mnist_jax import convolution
 from mnist_jax.data import NUM_CLASSES
@@ -94,6 +95,17 @@ def max_pool_2x2_ceil(x: jnp.ndarray) -> jnp.ndarray:
   return max_pool_2x2(_pad_to_even(x, -jnp.inf))
 
 
+def max_pool_2x2_floor(x: jnp.ndarray) -> jnp.ndarray:
+  """2x2/2 max pool that drops the last row and column of odd sizes (7 -> 3),
+  as `nn.max_pool` and PyTorch's MaxPool2d do."""
+  _, h, w, _ = x.shape
+  return max_pool_2x2(x[:, :h - h % 2, :w - w % 2])
+
+
+# The 2x2 max pool for each padding: 'SAME' pads odd sizes, 'VALID' crops.
+MAX_POOLS = {'SAME': max_pool_2x2_ceil, 'VALID': max_pool_2x2_floor}
+
+
 def space_to_depth(x: jnp.ndarray) -> jnp.ndarray:
   """[B, H, W, C] -> [B, ceil(H/2), ceil(W/2), 4C]: each 2x2 patch becomes the
   channels of one pixel, in `tf.nn.space_to_depth`'s order (row, column,
@@ -113,7 +125,36 @@ Conv = functools.partial(nn.Conv,
                          conv_general_dilated_cls=convolution.ConvGeneralDilated)
 
 
+class ConvMaxPool(nn.Module):
+  """`nn.Conv(features, kernel_size, padding=padding, use_bias=False)`, then
+  `MAX_POOLS[padding]`: the same parameter ('kernel', drawn alike under the
+  same module name), values and gradients.
+
+  One-channel images whose convolution has even sizes go through
+  `convolution.one_channel_conv_max_pool` (one matmul, several times faster
+  on a CPU than lax's convolution of one channel); other inputs through
+  lax's convolution.
+  """
+  features: int
+  kernel_size: tuple[int, int] = (3, 3)
+  padding: str = 'SAME'
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (*self.kernel_size, x.shape[-1], self.features))
+    pads = tuple(lax.padtype_to_pads(x.shape[1:3], self.kernel_size, (1, 1),
+                                     self.padding))
+    out_sizes = [size + low + high - window + 1 for size, (low, high), window
+                 in zip(x.shape[1:3], pads, self.kernel_size)]
+    if x.shape[-1] == 1 and all(size % 2 == 0 for size in out_sizes):
+      return convolution.one_channel_conv_max_pool(x, kernel, pads)
+    return MAX_POOLS[self.padding](lax.conv_general_dilated(
+        x, kernel, (1, 1), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+
+
 DOWNSAMPLINGS = ('max_pool', 'pool_before_norm', 'space_to_depth')
+PADDINGS = ('SAME', 'VALID')
 
 
 def _require_kwarg(condition: bool, name: str, message: str) -> None:
@@ -177,35 +218,43 @@ class ConvNet(nn.Module):
     convolution with 128 input channels runs at 1.7x the FLOP rate of one
     with 32 (docs/performance.md).
 
-  The first convolution is `models.Conv` (one input channel, computed as
-  shifted copies of the image) unless a max pool follows it directly.
+  `padding` is every convolution's and pool's: 'SAME', or 'VALID', where
+  each 3x3 convolution drops a pixel at each border and each max pool an
+  odd last row and column, as in the PyTorch recipe (`MAX_POOLS`).
+
+  The first convolution runs as shifted copies of the image (`models.Conv`)
+  or, when a max pool follows it directly, as one matmul with that pool
+  (`ConvMaxPool`); the parameters are nn.Conv's either way.
   """
   widths: Sequence[int] = (32, 64)
   convs_per_stage: int | Sequence[int] = 2
   dense: int = 256
   dropout: float = 0.25
   downsample: str = 'max_pool'
+  padding: str = 'SAME'
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, return_features: bool = False):
     space_to_depth_stages = self.downsample == 'space_to_depth'
+    convs = 0
     for width, num_convs in zip(self.widths, self.stage_conv_counts):
       if space_to_depth_stages:
         x = space_to_depth(x)
       for i in range(num_convs):
-        pool_next = self.downsample == 'pool_before_norm' and i == num_convs - 1
-        # Not one_channel_conv before a max pool: XLA:CPU recomputes its
-        # fused sum in the pool's gradient, which makes the step slower.
-        conv = nn.Conv if pool_next else Conv
-        x = conv(width, (3, 3), use_bias=False)(x)
-        if pool_next:
-          x = max_pool_2x2_ceil(x)
+        # Named as nn.Conv would be, whichever module computes it.
+        name = f'Conv_{convs}'
+        convs += 1
+        if self.downsample == 'pool_before_norm' and i == num_convs - 1:
+          x = ConvMaxPool(width, (3, 3), self.padding, name=name)(x)
+        else:
+          x = Conv(width, (3, 3), padding=self.padding, use_bias=False,
+                   name=name)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         x = relu(x)
       if self.downsample == 'max_pool':
-        x = max_pool_2x2_ceil(x)
+        x = MAX_POOLS[self.padding](x)
     if space_to_depth_stages:
-      x = max_pool_2x2_ceil(x)
+      x = MAX_POOLS[self.padding](x)
     x = x.reshape(x.shape[0], -1)
     features = relu(nn.Dense(self.dense)(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(features)
@@ -227,6 +276,8 @@ class ConvNet(nn.Module):
     _require_kwarg(self.downsample in DOWNSAMPLINGS, 'downsample',
                    f'unknown {self.downsample!r}; choose one of '
                    f'{", ".join(DOWNSAMPLINGS)}')
+    _require_kwarg(self.padding in PADDINGS, 'padding',
+                   f'unknown {self.padding!r}; choose one of {", ".join(PADDINGS)}')
     super().__post_init__()
 
   @property

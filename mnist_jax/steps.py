@@ -40,7 +40,11 @@ class TrainState(train_state.TrainState):
   ema: Any = flax.struct.field(default_factory=dict)
 
 
-_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
+# The state's initialisation runs once: compiled without XLA's backend
+# optimizations and with its older loop emitters, in about half the time,
+# the same weights (docs/performance.md).
+_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0,
+                          'xla_cpu_use_fusion_emitters': False}
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
@@ -49,10 +53,22 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
   """A fresh state for `model` and any optax transformation `tx`.
 
   Built by one compiled computation (placed on `sharding`): run eagerly,
-  initialisation would compile dozens of small programs. It runs once, so it
-  is compiled without XLA's backend optimizations: a third of the compile
-  time of the threefry draws (seconds on a CPU), the same weights to within
-  float rounding.
+  initialisation would compile dozens of small programs.
+  """
+  return trace_train_state(model, tx, rng, ema=ema,
+                           sharding=sharding).lower().compile()(rng)
+
+
+def trace_train_state(model: nn.Module, tx: optax.GradientTransformation,
+                      rng: jax.Array, *, ema: bool = False,
+                      sharding: jax.sharding.Sharding | None = None
+                      ) -> jax.stages.Traced:
+  """`create_train_state`'s computation, traced but not compiled.
+
+  Its `out_info` is the state's shapes and shardings, known in milliseconds,
+  before any weights exist (to compile a step for them, or to restore a
+  checkpoint); `.lower().compile()(rng)` creates the state. It runs once,
+  so it is compiled for a short compilation, not a fast run.
   """
 
   def init(rng):
@@ -66,7 +82,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
         batch_stats=batch_stats, rng=state_rng, ema=average)
 
   return jax.jit(init, out_shardings=sharding,
-                 compiler_options=_INIT_COMPILER_OPTIONS)(rng)
+                 compiler_options=_INIT_COMPILER_OPTIONS).trace(rng)
 
 
 def to_float(images: jax.Array) -> jax.Array:

@@ -94,11 +94,11 @@ def compile_in_background(executor: concurrent.futures.Executor, jitted: Any,
   """`jitted` compiled for the shapes and shardings of `args` on `executor`:
   a future of the executable, which takes arguments like `args`.
 
-  The loop compiles its eval step while the epoch trains: on a CPU the
-  training leaves the cores idle often enough that the end of a
-  `configs/fast.py` run comes about 0.5 s sooner. The executable itself is
-  what must be called: in jax 0.10 an ahead-of-time compilation does not
-  fill `jax.jit`'s cache (docs/performance.md).
+  `args` may hold jax.ShapeDtypeStructs. The loop compiles its train step
+  while the state is created and its eval step while the first epoch
+  trains: compilation takes seconds of a `configs/fast.py` run. The
+  executable itself is what must be called: in jax 0.10 an ahead-of-time
+  compilation does not fill `jax.jit`'s cache (docs/performance.md).
   """
   specs = jax.tree.map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding)
@@ -128,7 +128,16 @@ def create_state_for_config(config: ml_collections.ConfigDict,
                             sharding: jax.sharding.Sharding | None = None
                             ) -> TrainState:
   """`steps.create_train_state` with the config's model and optimizer."""
-  return steps.create_train_state(
+  return trace_state_for_config(config, steps_per_epoch, rng,
+                                sharding).lower().compile()(rng)
+
+
+def trace_state_for_config(config: ml_collections.ConfigDict,
+                           steps_per_epoch: int, rng: jax.Array,
+                           sharding: jax.sharding.Sharding | None = None
+                           ) -> jax.stages.Traced:
+  """`steps.trace_train_state` with the config's model and optimizer."""
+  return steps.trace_train_state(
       models.create_model(config),
       optim.create_optimizer(config, steps_per_epoch), rng,
       ema=bool(config.ema_decay), sharding=sharding)
@@ -312,43 +321,52 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   steps_per_epoch = len(train_split) // config.batch_size
   replicated = parallel.replicated(mesh)
   batches_sharding = parallel.stacked_batches_sharding(mesh)
-  state = create_state_for_config(config, steps_per_epoch,
-                                  jax.random.PRNGKey(config.seed), replicated)
+  rng = jax.random.PRNGKey(config.seed)
+  init = trace_state_for_config(config, steps_per_epoch, rng, replicated)
   totals = jax.device_put(zero_totals(), replicated)
-  checkpoints = checkpoint_lib.Checkpoints(workdir, config)
-  if checkpoints.latest_step() is not None:
-    state, totals = checkpoints.restore(state, totals, replicated)
-    logging.info('resumed from the checkpoint of step %d', int(state.step))
-  start_step = int(state.step)
-  log = metrics_log.MetricsLog(workdir, resume_after_epoch=start_step // steps_per_epoch)
-  log.write_hparams(config)
-
-  train_fn = make_train_fn(config, mesh)
-  eval_fn = make_eval_fn(mesh)
   test_batches = batches_lib.device_eval_batches(
       test_split, parallel.device_batch_size(config.eval_batch_size, mesh.size),
       batches_sharding)
-  progress = _Progress(
-      log, config.log_every_steps or max(steps_per_epoch // 10, 1),
-      config.num_epochs * steps_per_epoch, config.batch_size,
-      optim.create_learning_rate_schedule(config, steps_per_epoch))
-  summary = log.last()
-  # A resumed run's clock goes on from its last logged epoch (the time spent
-  # in an interrupted epoch is lost with it).
-  elapsed_before = summary.get('elapsed', 0.0)
+  # The steps compile on a second thread from the state's shapes: the train
+  # step while this one creates (or restores) the state, the eval step while
+  # the first epoch trains. The loop calls these executables.
+  compiler = concurrent.futures.ThreadPoolExecutor(1)
+  train_step = compile_in_background(
+      compiler, make_train_fn(config, mesh), init.out_info, totals,
+      batches_lib.train_batches_like(train_split, config.batch_size,
+                                     batches_sharding), 0)
+  eval_step = compile_in_background(compiler, make_eval_fn(mesh),
+                                    init.out_info, totals, test_batches, 0)
+  checkpoints = log = None
   try:
-    with interrupts.StopRequests() as stop, \
-         concurrent.futures.ThreadPoolExecutor(1) as compiler:
-      eval_step = compile_in_background(compiler, eval_fn, state, totals,
-                                        test_batches, 0)
+    checkpoints = checkpoint_lib.Checkpoints(workdir, config)
+    if checkpoints.latest_step() is None:
+      state = init.lower().compile()(rng)
+    else:
+      state, totals = checkpoints.restore(init.out_info, totals, replicated)
+      logging.info('resumed from the checkpoint of step %d', int(state.step))
+    start_step = int(state.step)
+    log = metrics_log.MetricsLog(workdir,
+                                 resume_after_epoch=start_step // steps_per_epoch)
+    log.write_hparams(config)
+    progress = _Progress(
+        log, config.log_every_steps or max(steps_per_epoch // 10, 1),
+        config.num_epochs * steps_per_epoch, config.batch_size,
+        optim.create_learning_rate_schedule(config, steps_per_epoch))
+    summary = log.last()
+    # A resumed run's clock goes on from its last logged epoch (the time
+    # spent in an interrupted epoch is lost with it).
+    elapsed_before = summary.get('elapsed', 0.0)
+    with interrupts.StopRequests() as stop:
       for epoch in range(start_step // steps_per_epoch + 1,
                          config.num_epochs + 1):
         rows = batches_lib.epoch_rows(len(train_split), config.batch_size,
                                       config.seed, epoch)
         batches = batches_lib.device_train_batches(train_split, rows,
                                                    batches_sharding)
-        state, totals = _train_epoch(train_fn, state, totals, batches, epoch,
-                                     config, checkpoints, progress, stop)
+        state, totals = _train_epoch(train_step.result(), state, totals,
+                                     batches, epoch, config, checkpoints,
+                                     progress, stop)
         train_metrics = summarize(totals)
         test_metrics = evaluate(eval_step.result(), state, test_batches)
         summary = {'epoch': epoch,
@@ -366,6 +384,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         if epoch < config.num_epochs and stop.stop_now(sync_point=True):
           raise stop.interrupted(_resume_hint(checkpoints, int(state.step)))
   finally:  # also on a divergence or a full disk: pending saves finish
-    checkpoints.close()
-    log.close()
+    compiler.shutdown(cancel_futures=True)
+    if checkpoints is not None:
+      checkpoints.close()
+    if log is not None:
+      log.close()
   return summary

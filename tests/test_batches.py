@@ -44,6 +44,18 @@ def test_train_batches_hold_the_rows_given():
   np.testing.assert_array_equal(device['label'], split.labels[rows])
 
 
+def test_train_batches_like_describes_the_train_batches():
+  split = _split(100)
+  sharding = parallel.stacked_batches_sharding(parallel.create_mesh())
+  device = batches.device_train_batches(
+      split, batches.epoch_rows(100, 32, seed=0, epoch=1), sharding)
+  like = batches.train_batches_like(split, 32, sharding)
+  assert like.keys() == device.keys()
+  for key, spec in like.items():
+    assert (spec.shape, spec.dtype, spec.sharding) == (
+        device[key].shape, device[key].dtype, device[key].sharding), key
+
+
 def test_eval_batches_are_padded_and_masked():
   split = _split(10)
   mesh = parallel.create_mesh()

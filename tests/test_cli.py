@@ -313,6 +313,10 @@ CASES = [
          '--config.model_kwargs.downsample=stride',
          "--config.model_kwargs.downsample: unknown 'stride'; choose one of "
          'max_pool, pool_before_norm, space_to_depth', id='downsample'),
+    case('train.py', '--config=configs/fast.py --workdir={work} '
+         '--config.model_kwargs.padding=FULL',
+         "--config.model_kwargs.padding: unknown 'FULL'; choose one of "
+         'SAME, VALID', id='padding'),
     case('train.py', '{tiny} --config.batch_size=1024',
          '--config.batch_size=1024 is larger than the 512 training examples',
          id='batch-larger-than-data'),

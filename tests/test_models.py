@@ -78,6 +78,9 @@ def _flax_pool(flax_pool, padding='VALID'):
                  _flax_pool(nn.max_pool, ((0, 1), (0, 1))),
                  np.random.default_rng(2).normal(size=(2, 7, 5, 3)) - 1,
                  id='max-ceil-odd-negative'),  # keeps the last row and column
+    pytest.param(models.max_pool_2x2_floor, _flax_pool(nn.max_pool),
+                 np.random.default_rng(2).normal(size=(2, 7, 5, 3)),
+                 id='max-floor-odd'),  # drops the last row and column
     pytest.param(models.avg_pool_2x2, _flax_pool(nn.avg_pool),
                  np.random.default_rng(1).normal(size=(2, 8, 6, 3)), id='avg'),
 ])
@@ -133,6 +136,17 @@ def test_space_to_depth_matches_tensorflow():
   x = np.random.default_rng(3).normal(size=(2, 6, 4, 3)).astype(np.float32)
   np.testing.assert_array_equal(models.space_to_depth(jnp.asarray(x)),
                                 tf.nn.space_to_depth(x, 2).numpy())
+
+
+def test_convnet_valid_padding_shrinks_every_convolution_and_pool():
+  model = models.create_model(fast.get_config())
+  assert model.padding == 'VALID'
+  # 28 -> conv 26 -> pool 13 -> conv 11 -> pool 5 (the odd row dropped).
+  params = _params_shapes(model)
+  assert params['Dense_0']['kernel'].shape == (5 * 5 * 32, 256)
+  same = models.ConvNet(widths=(16, 32), convs_per_stage=1, dense=256,
+                        downsample='pool_before_norm')
+  assert _params_shapes(same)['Dense_0']['kernel'].shape == (7 * 7 * 32, 256)
 
 
 def test_space_to_depth_pads_odd_sizes_with_zeros():

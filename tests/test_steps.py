@@ -67,6 +67,17 @@ def test_create_train_state_takes_any_optax_transformation(state, batch):
   assert float(moved) == pytest.approx(1e-3, rel=1e-4)
 
 
+def test_trace_train_state_knows_the_state_before_it_exists(state):
+  traced = steps.trace_train_state(models.MLP(hidden=16), CLIPPED_SGD,
+                                   jax.random.PRNGKey(0))
+  spec = jax.tree.leaves(traced.out_info)
+  assert [(s.shape, s.dtype) for s in spec] == [
+      (a.shape, a.dtype) for a in jax.tree.leaves(state)]
+  created = traced.lower().compile()(jax.random.PRNGKey(0))
+  for a, b in zip(jax.tree.leaves(created), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.slow
 def test_ema_starts_at_the_weights_follows_them_and_is_what_evaluation_uses(
     state, batch):

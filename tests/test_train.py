@@ -156,10 +156,9 @@ def _reads_between_steps(monkeypatch):
   epoch (counted on this thread, from the return of one step to the call
   of the next), and the list of times the train step is traced."""
   reads, traces = [], []
-  make_train_fn = train.make_train_fn
+  train_epoch = train._train_epoch  # pylint: disable=protected-access
 
-  def counting_make_train_fn(config, mesh):
-    train_fn = make_train_fn(config, mesh)
+  def counting_train_epoch(train_fn, *args, **kwargs):
 
     def counted(state, totals, batches, i):
       sys.setprofile(None)
@@ -167,7 +166,7 @@ def _reads_between_steps(monkeypatch):
       if i + 1 < batches_lib.num_batches(batches):
         sys.setprofile(_count_host_reads(reads))
       return outputs
-    return counted
+    return train_epoch(counted, *args, **kwargs)
 
   def on_trace(event, duration, **kwargs):
     del duration
@@ -175,7 +174,7 @@ def _reads_between_steps(monkeypatch):
         and kwargs.get('fun_name') == 'train_fn'):
       traces.append(event)
 
-  monkeypatch.setattr(train, 'make_train_fn', counting_make_train_fn)
+  monkeypatch.setattr(train, '_train_epoch', counting_train_epoch)
   monitoring.register_event_duration_secs_listener(on_trace)
   try:
     yield reads, traces
