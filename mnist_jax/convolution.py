@@ -164,11 +164,22 @@ def _max_of_four_bwd(residuals, g):
 max_of_four.defvjp(_max_of_four_fwd, _max_of_four_bwd)
 
 
+def applies_to_conv_max_pool(x_shape: Sequence[int], kernel_shape: Sequence[int],
+                             pads: Pads) -> bool:
+  """Whether `one_channel_conv_max_pool` takes these NHWC images, HWIO
+  kernel and pads: one channel, odd kernel sizes, even output sizes."""
+  out_sizes = [size + low + high - window + 1 for size, (low, high), window
+               in zip(x_shape[1:3], pads, kernel_shape[:2])]
+  return (x_shape[-1] == 1 and all(k % 2 for k in kernel_shape[:2])
+          and all(size > 0 and size % 2 == 0 for size in out_sizes))
+
+
 def one_channel_conv_max_pool(x: jnp.ndarray, kernel: jnp.ndarray,
                               pads: Pads) -> jnp.ndarray:
   """A stride-1 convolution of one-channel images x [B, H, W, 1] with kernel
   [KH, KW, 1, C] (each spatial axis padded by `pads`), then a 2x2 max pool
-  with stride 2; the convolution's output sizes must be even.
+  with stride 2. The kernel's sizes must be odd and the convolution's
+  output sizes even (`applies_to_conv_max_pool`); ValueError otherwise.
 
   Each 2x2 block of the convolution's output is one matmul row: the
   (KH+1) x (KW+1) pixels the block reads, times the kernel placed at the
@@ -179,6 +190,10 @@ def one_channel_conv_max_pool(x: jnp.ndarray, kernel: jnp.ndarray,
   (`one_channel_conv`) would be recomputed by XLA:CPU inside the pool's
   gradient.
   """
+  if not applies_to_conv_max_pool(x.shape, kernel.shape, pads):
+    raise ValueError(f'one_channel_conv_max_pool: images {x.shape}, kernel '
+                     f'{kernel.shape} and pads {pads} are not one channel, an '
+                     'odd kernel and an even output')
   patches = _block_patches(x, kernel.shape[:2], pads)
   batch, blocks_h, blocks_w, taps = patches.shape
   channels = kernel.shape[-1]

@@ -130,10 +130,10 @@ class ConvMaxPool(nn.Module):
   `MAX_POOLS[padding]`: the same parameter ('kernel', drawn alike under the
   same module name), values and gradients.
 
-  One-channel images whose convolution has even sizes go through
-  `convolution.one_channel_conv_max_pool` (one matmul, several times faster
-  on a CPU than lax's convolution of one channel); other inputs through
-  lax's convolution.
+  One-channel images whose convolution has even sizes (and an odd kernel)
+  go through `convolution.one_channel_conv_max_pool` (one matmul, several
+  times faster on a CPU than lax's convolution of one channel); other
+  inputs through lax's convolution.
   """
   features: int
   kernel_size: tuple[int, int] = (3, 3)
@@ -145,9 +145,7 @@ class ConvMaxPool(nn.Module):
                         (*self.kernel_size, x.shape[-1], self.features))
     pads = tuple(lax.padtype_to_pads(x.shape[1:3], self.kernel_size, (1, 1),
                                      self.padding))
-    out_sizes = [size + low + high - window + 1 for size, (low, high), window
-                 in zip(x.shape[1:3], pads, self.kernel_size)]
-    if x.shape[-1] == 1 and all(size % 2 == 0 for size in out_sizes):
+    if convolution.applies_to_conv_max_pool(x.shape, kernel.shape, pads):
       return convolution.one_channel_conv_max_pool(x, kernel, pads)
     return MAX_POOLS[self.padding](lax.conv_general_dilated(
         x, kernel, (1, 1), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC')))

@@ -118,6 +118,19 @@ def test_one_channel_conv_max_pool_equals_conv_then_pool(x_shape, kernel_shape,
     np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.parametrize('x_shape, kernel_shape, pads', [
+    ((2, 8, 8, 3), (3, 3, 3, 4), ((1, 1), (1, 1))),  # three channels
+    ((2, 8, 8, 1), (2, 2, 1, 4), ((1, 0), (1, 0))),  # an even kernel
+    ((2, 9, 8, 1), (3, 3, 1, 4), ((1, 1), (1, 1))),  # an odd output
+])
+def test_one_channel_conv_max_pool_refuses_what_it_does_not_compute(
+    x_shape, kernel_shape, pads):
+  assert not convolution.applies_to_conv_max_pool(x_shape, kernel_shape, pads)
+  with pytest.raises(ValueError, match='not one channel, an odd kernel'):
+    convolution.one_channel_conv_max_pool(_random(x_shape, 1),
+                                          _random(kernel_shape, 2), pads)
+
+
 def test_max_of_four_sends_the_gradient_to_the_first_maximum():
   y = jnp.asarray([[1.0, 3.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0],
                    [0.0, 0.0, 0.0, 4.0]])
