@@ -16,7 +16,7 @@ import ml_collections
 from jax import lax
 
 from mnist_jax import convolution
-from mnist_jax.data import NUM_CLASSES
+from mnist_jax.data import IMAGE_SHAPE, NUM_CLASSES
 
 
 def relu(x: jnp.ndarray) -> jnp.ndarray:
@@ -275,8 +275,30 @@ class ConvNet(nn.Module):
                    f'unknown {self.downsample!r}; choose one of '
                    f'{", ".join(DOWNSAMPLINGS)}')
     _require_kwarg(self.padding in PADDINGS, 'padding',
-                   f'unknown {self.padding!r}; choose one of {", ".join(PADDINGS)}')
+                   f'unknown {self.padding!r}; choose one of '
+                   f'{", ".join(PADDINGS)}')
+    if self.padding == 'VALID':
+      self._valid_padding_leaves_pixels()
     super().__post_init__()
+
+  def _valid_padding_leaves_pixels(self) -> None:
+    """Unpadded stages shrink the 28x28 images (by 2 per 3x3 convolution,
+    by half, rounded down, per pool): a clear error, before any data is
+    read, when too few pixels are left for a convolution or the dense layer."""
+    size, convs = IMAGE_SHAPE[0], 0
+    pooled = self.downsample in ('max_pool', 'pool_before_norm')
+    for num_convs in self.stage_conv_counts:
+      if self.downsample == 'space_to_depth':
+        size = -(-size // 2)
+      for _ in range(num_convs):
+        _require_kwarg(size >= 3, 'padding', f"'VALID' leaves {size}x{size} "
+                       f"pixels for convolution {convs}; choose 'SAME' or "
+                       'fewer stages')
+        size, convs = size - 2, convs + 1
+      size = size // 2 if pooled else size
+    size = size // 2 if self.downsample == 'space_to_depth' else size
+    _require_kwarg(size >= 1, 'padding', "'VALID' leaves no pixels for the "
+                   "dense layer; choose 'SAME' or fewer stages")
 
   @property
   def stage_conv_counts(self) -> tuple[int, ...]:

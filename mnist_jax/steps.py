@@ -41,8 +41,8 @@ class TrainState(train_state.TrainState):
 
 
 # The state's initialisation runs once: compiled without XLA's backend
-# optimizations and with its older loop emitters, in about half the time,
-# the same weights (docs/performance.md).
+# optimizations and with its older loop emitters, in a fraction of the
+# time, the same weights (docs/performance.md).
 _INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0,
                           'xla_cpu_use_fusion_emitters': False}
 

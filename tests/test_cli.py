@@ -317,6 +317,11 @@ CASES = [
          '--config.model_kwargs.padding=FULL',
          "--config.model_kwargs.padding: unknown 'FULL'; choose one of "
          'SAME, VALID', id='padding'),
+    case('train.py', '--config=configs/fast.py --workdir={work} '
+         '--config.data_dir={data} --config.model_kwargs.widths=(8,8,8,8)',
+         "--config.model_kwargs.padding: 'VALID' leaves 1x1 pixels for "
+         "convolution 3; choose 'SAME' or fewer stages",
+         id='padding-valid-too-many-stages'),
     case('train.py', '{tiny} --config.batch_size=1024',
          '--config.batch_size=1024 is larger than the 512 training examples',
          id='batch-larger-than-data'),

@@ -149,6 +149,26 @@ def test_convnet_valid_padding_shrinks_every_convolution_and_pool():
   assert _params_shapes(same)['Dense_0']['kernel'].shape == (7 * 7 * 32, 256)
 
 
+@pytest.mark.parametrize('kwargs, error', [
+    ({'widths': (8, 8, 8), 'downsample': 'pool_before_norm'}, None),  # 1x1
+    ({'widths': (8, 8, 8), 'convs_per_stage': (1, 1, 2)},
+     'leaves no pixels for the dense layer'),  # ... 3 -> conv 1 -> pool 0
+    ({'widths': (8, 8), 'convs_per_stage': 2, 'downsample': 'space_to_depth'},
+     'leaves no pixels for the dense layer'),  # ... 3 -> conv 1 -> pool 0
+    ({'widths': (8, 8, 8), 'downsample': 'space_to_depth'},
+     'leaves 2x2 pixels for convolution 2'),  # 28 -> 14 -> 12 -> 6 -> 4 -> 2
+])
+def test_valid_padding_refuses_networks_that_shrink_the_images_away(kwargs,
+                                                                    error):
+  kwargs = {'convs_per_stage': 1, 'dense': 16, 'padding': 'VALID', **kwargs}
+  if error:
+    with pytest.raises(ValueError, match=f'model_kwargs.padding: .*{error}'):
+      models.ConvNet(**kwargs)
+  else:
+    params = _params_shapes(models.ConvNet(**kwargs))
+    assert params['Dense_0']['kernel'].shape == (1 * 1 * 8, 16)
+
+
 def test_space_to_depth_pads_odd_sizes_with_zeros():
   x = jnp.arange(1.0, 1 + 7 * 7 * 2).reshape(1, 7, 7, 2)
   y = models.space_to_depth(x)
