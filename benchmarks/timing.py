@@ -28,6 +28,7 @@ from mnist_jax import data as data_lib
 from mnist_jax import metrics_log
 from mnist_jax import parallel
 from mnist_jax import train
+from mnist_jax import xla_cpu
 
 ACCURACY_MILESTONES = (0.99, 0.995)
 
@@ -203,6 +204,7 @@ def machine_description() -> dict[str, Any]:
           'python': platform.python_version(), 'jax': jax.__version__,
           'jaxlib': jaxlib.__version__, 'flax': flax.__version__,
           'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'step_compiler_options': dict(xla_cpu.STEP_COMPILER_OPTIONS),
           'project_dtype': 'float32'}
 
 

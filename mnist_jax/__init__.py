@@ -12,13 +12,13 @@ The pieces a notebook needs:
 [B]}. `train_and_evaluate(config, workdir)` is the whole training run that
 scripts/train.py calls; `default_config()` has every key it reads.
 
-Importing the package sets XLA:CPU flags (its own convolutions, its older
-emitters; mnist_jax/xla_cpu.py): import it before the first JAX computation.
+Importing the package routes XLA:CPU's convolutions to XLA's own kernels
+(mnist_jax/xla_cpu.py): import it before the first JAX computation.
 """
 
 from mnist_jax import xla_cpu
 
-xla_cpu.set_default_flags()
+xla_cpu.prefer_xla_convolutions()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 

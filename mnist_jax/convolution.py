@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 Pads = tuple[tuple[int, int], ...]
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
+NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 def _taps(x: jnp.ndarray, window: Sequence[int], pads: Pads) -> list[jnp.ndarray]:
@@ -70,7 +70,7 @@ def _one_channel_conv_bwd(pads, residuals, g):
   # training, where only the parameters are differentiated.
   _, conv_vjp = jax.vjp(
       lambda x: lax.conv_general_dilated(x, kernel, (1, 1), pads,
-                                         dimension_numbers=_NHWC), x)
+                                         dimension_numbers=NHWC), x)
   return conv_vjp(g)[0], kernel_grad.reshape(kernel.shape)
 
 
@@ -96,7 +96,7 @@ class ConvGeneralDilated:
         and all(tuple(v or ones) == ones
                 for v in (window_strides, lhs_dilation, rhs_dilation))
         and (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)))
+             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)))
     if not applies:
       return lax.conv_general_dilated(
           lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,

@@ -26,6 +26,7 @@ from mnist_jax import steps
 from mnist_jax import train
 from mnist_jax import tta
 from mnist_jax import workdir as workdir_lib
+from mnist_jax import xla_cpu
 
 OUTPUT_NAMES = ('predictions.csv', 'eval.json')
 
@@ -83,7 +84,8 @@ def predict(state: steps.TrainState, split: data_lib.Split, batch_size: int,
   batches = batches_lib.device_eval_batches(
       split, batch_size, parallel.stacked_batches_sharding(mesh))
   predict_fn = jax.jit(lambda s, b, i: steps.predict_step(s, b['image'][i], views),
-                       out_shardings=parallel.replicated(mesh))
+                       out_shardings=parallel.replicated(mesh),
+                       compiler_options=xla_cpu.STEP_COMPILER_OPTIONS)
   outputs = [predict_fn(state, batches, i)
              for i in range(batches_lib.num_batches(batches))]
   stacked = jax.device_get(jax.tree.map(lambda *xs: np.concatenate(xs), *outputs))

@@ -148,7 +148,7 @@ class ConvMaxPool(nn.Module):
     if convolution.applies_to_conv_max_pool(x.shape, kernel.shape, pads):
       return convolution.one_channel_conv_max_pool(x, kernel, pads)
     return MAX_POOLS[self.padding](lax.conv_general_dilated(
-        x, kernel, (1, 1), pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+        x, kernel, (1, 1), pads, dimension_numbers=convolution.NHWC))
 
 
 DOWNSAMPLINGS = ('max_pool', 'pool_before_norm', 'space_to_depth')

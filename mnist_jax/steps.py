@@ -20,6 +20,7 @@ from flax.training import train_state
 
 from mnist_jax import augment
 from mnist_jax import tta
+from mnist_jax import xla_cpu
 from mnist_jax.data import IMAGE_SHAPE, NUM_CLASSES
 
 Batch = dict[str, jax.Array]
@@ -41,10 +42,10 @@ class TrainState(train_state.TrainState):
 
 
 # The state's initialisation runs once: compiled without XLA's backend
-# optimizations and with its older loop emitters, in a fraction of the
-# time, the same weights (docs/performance.md).
+# optimizations and with the steps' options, in a fraction of the time, the
+# same weights (docs/performance.md).
 _INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0,
-                          'xla_cpu_use_fusion_emitters': False}
+                          **xla_cpu.STEP_COMPILER_OPTIONS}
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation,

@@ -41,6 +41,7 @@ from mnist_jax import parallel
 from mnist_jax import steps
 from mnist_jax import tta
 from mnist_jax import workdir as workdir_lib
+from mnist_jax import xla_cpu
 from mnist_jax.batches import Batch
 from mnist_jax.steps import Metrics, TrainState
 
@@ -77,7 +78,8 @@ def make_train_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
     return state, _add(totals, metrics, step)
 
   return jax.jit(train_fn, donate_argnums=(0, 1),
-                 out_shardings=parallel.replicated(mesh))
+                 out_shardings=parallel.replicated(mesh),
+                 compiler_options=xla_cpu.STEP_COMPILER_OPTIONS)
 
 
 def make_eval_fn(mesh: jax.sharding.Mesh,
@@ -86,7 +88,8 @@ def make_eval_fn(mesh: jax.sharding.Mesh,
     metrics = steps.eval_step(state, jax.tree.map(lambda a: a[i], batches), views)
     return _add(totals, metrics, jnp.zeros((), jnp.int32))
   return jax.jit(eval_fn, donate_argnums=1,
-                 out_shardings=parallel.replicated(mesh))
+                 out_shardings=parallel.replicated(mesh),
+                 compiler_options=xla_cpu.STEP_COMPILER_OPTIONS)
 
 
 def compile_in_background(executor: concurrent.futures.Executor, jitted: Any,

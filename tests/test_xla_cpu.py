@@ -1,5 +1,4 @@
-"""mnist_jax.xla_cpu: the flags it sets, unless XLA_FLAGS names them, and
-convolutions on XLA:CPU run as XLA's own, not YNNPACK's."""
+"""mnist_jax.xla_cpu: convolutions on XLA:CPU run as XLA's own, not YNNPACK's."""
 
 import os
 import subprocess
@@ -28,23 +27,19 @@ def _optimized_hlo(xla_flags: str) -> str:
                         timeout=120).stdout
 
 
-def test_adds_the_flags_to_what_xla_flags_has(monkeypatch):
+def test_adds_the_flag_to_what_xla_flags_has(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
-  xla_cpu.set_default_flags()
-  assert os.environ['XLA_FLAGS'] == (
-      '--xla_force_host_platform_device_count=2 '
-      '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution '
-      '--xla_cpu_use_fusion_emitters=false')
-  xla_cpu.set_default_flags()  # once only
-  for flag in xla_cpu.DEFAULTS:
-    assert os.environ['XLA_FLAGS'].count(flag) == 1
+  xla_cpu.prefer_xla_convolutions()
+  assert os.environ['XLA_FLAGS'] == ('--xla_force_host_platform_device_count=2 '
+                                     + xla_cpu.XLA_CONVOLUTIONS)
+  xla_cpu.prefer_xla_convolutions()  # once only
+  assert os.environ['XLA_FLAGS'].count(xla_cpu.YNN_FUSION_FLAG) == 1
 
 
-def test_leaves_a_users_setting_of_a_flag_alone(monkeypatch):
+def test_leaves_a_users_ynn_setting_alone(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', f'{xla_cpu.YNN_FUSION_FLAG}=')
-  xla_cpu.set_default_flags()
-  assert os.environ['XLA_FLAGS'] == (f'{xla_cpu.YNN_FUSION_FLAG}= '
-                                     f'{xla_cpu.FUSION_EMITTERS_FLAG}=false')
+  xla_cpu.prefer_xla_convolutions()
+  assert os.environ['XLA_FLAGS'] == f'{xla_cpu.YNN_FUSION_FLAG}='
 
 
 @pytest.mark.slow
